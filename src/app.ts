@@ -1,0 +1,74 @@
+import type { Config } from './config/schema.js';
+import { createGrpcServer } from './grpc/server.js';
+import { createHttpServer } from './http/server.js';
+import type { Logger } from './observability/logger.js';
+import { DatabaseMonitor } from './persistence/database.js';
+import { openDatabase } from './persistence/open.js';
+
+export interface RunningApp {
+  readonly grpcPort: number;
+  readonly httpPort: number;
+  /** Health and readiness go NOT_SERVING, new calls are refused, in-flight calls finish (bounded), then everything closes. */
+  stop(): Promise<{ forced: boolean }>;
+}
+
+/**
+ * The composition root: config → database → (repositories → domain services) → gRPC handlers and
+ * HTTP probes. Plain functions taking their dependencies, so tests wire the same pieces.
+ */
+export async function startApp(config: Config, logger: Logger): Promise<RunningApp> {
+  const database = await openDatabase(config, logger, {
+    migrate: config.DATABASE_MIGRATE_ON_START ? 'apply' : 'require-current',
+  });
+
+  const monitor = new DatabaseMonitor(database.orm, {
+    intervalMs: config.DATABASE_HEALTH_INTERVAL,
+    pingTimeoutMs: Math.min(config.DATABASE_STATEMENT_TIMEOUT, 2_000),
+    logger: logger.child({ component: 'database' }),
+  });
+
+  let stopping = false;
+  const grpc = createGrpcServer(
+    { logger: logger.child({ component: 'grpc' }), database: monitor },
+    { maxReceiveMessageBytes: config.GRPC_MAX_RECEIVE_MESSAGE_BYTES, maxSendMessageBytes: config.GRPC_MAX_SEND_MESSAGE_BYTES },
+  );
+  monitor.onChange((status) => {
+    if (!stopping) grpc.setServing(status === 'available' ? 'SERVING' : 'NOT_SERVING');
+  });
+  const http = createHttpServer({ ready: () => !stopping && monitor.available });
+
+  let grpcPort: number;
+  let httpPort: number;
+  try {
+    grpcPort = await grpc.listen(config.GRPC_HOST, config.GRPC_PORT);
+    httpPort = await http.listen(config.HTTP_PORT, config.HTTP_HOST);
+  } catch (error) {
+    grpc.server.forceShutdown();
+    await http.close();
+    await database.close();
+    throw error;
+  }
+  monitor.start();
+  grpc.setServing('SERVING');
+  logger.info({ grpcPort, httpPort, database: database.host }, 'latchkey serving');
+
+  let stopped: Promise<{ forced: boolean }> | undefined;
+  return {
+    grpcPort,
+    httpPort,
+    stop() {
+      stopped ??= (async () => {
+        stopping = true;
+        grpc.setServing('NOT_SERVING');
+        const started = Date.now();
+        const { forced } = await grpc.shutdown(config.SHUTDOWN_TIMEOUT);
+        await http.close();
+        await monitor.stop();
+        await database.close();
+        logger.info({ forced, durationMs: Date.now() - started }, 'latchkey stopped');
+        return { forced };
+      })();
+      return stopped;
+    },
+  };
+}

@@ -1,0 +1,58 @@
+import { type Config, type VariableName, type VariableSpec, variables } from './schema.js';
+
+export interface ConfigProblem {
+  readonly name: VariableName;
+  readonly message: string;
+}
+
+/** Thrown when the environment is invalid. Its message names every bad variable, never a value. */
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly ConfigProblem[]) {
+    super(
+      `Invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n` +
+        problems.map((p) => `  - ${p.name}: ${p.message}`).join('\n'),
+    );
+    this.name = 'ConfigError';
+  }
+}
+
+/**
+ * Parses the environment once, checking every variable and reporting all problems together.
+ * Empty strings count as unset, as a Helm chart or shell often renders a missing value that way.
+ */
+export function loadConfig(env: Readonly<Record<string, string | undefined>> = process.env): Config {
+  const problems: ConfigProblem[] = [];
+  const values: Record<string, unknown> = {};
+
+  for (const [name, spec] of Object.entries(variables) as [VariableName, VariableSpec<unknown>][]) {
+    const given = env[name];
+    const raw = given === undefined || given === '' ? spec.default : given;
+    if (raw === undefined) {
+      values[name] = undefined;
+      continue;
+    }
+    const result = spec.schema.safeParse(raw);
+    if (result.success) {
+      values[name] = result.data;
+    } else {
+      // Zod messages here are our own fixed texts; none of them echoes the input value.
+      problems.push({ name, message: result.error.issues.map((issue) => issue.message).join('; ') });
+    }
+  }
+
+  const bad = new Set(problems.map((p) => p.name));
+  if (values.NODE_ENV === 'production') {
+    if (values.DATABASE_URL === undefined && !bad.has('DATABASE_URL')) {
+      problems.push({ name: 'DATABASE_URL', message: 'is required when NODE_ENV=production' });
+    }
+    if (values.KEY_ENCRYPTION_KEY === undefined && !bad.has('KEY_ENCRYPTION_KEY')) {
+      problems.push({ name: 'KEY_ENCRYPTION_KEY', message: 'is required when NODE_ENV=production' });
+    }
+    if (!bad.has('PUBLIC_URL') && !String(values.PUBLIC_URL).startsWith('https://')) {
+      problems.push({ name: 'PUBLIC_URL', message: 'must be an https:// URL when NODE_ENV=production' });
+    }
+  }
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(values) as Config;
+}

@@ -1,0 +1,195 @@
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+
+/**
+ * Every environment variable Latchkey reads, in one place. Each entry carries its description,
+ * its default (as it would be written in the environment) and whether its value is secret.
+ * The README's configuration table is generated from this list (`npm run docs`), and a test
+ * keeps the two in sync.
+ */
+export interface VariableSpec<T> {
+  readonly description: string;
+  /** The default as an environment string; undefined means "unset unless given". */
+  readonly default?: string;
+  /** Secret values never appear in errors, logs or docs. */
+  readonly secret?: boolean;
+  readonly schema: z.ZodType<T, string>;
+}
+
+/** Keeps each entry's literal type, so `Config` knows which variables always have a value. */
+function variable<const S extends VariableSpec<unknown>>(spec: S): S {
+  return spec;
+}
+
+/** A whole number written in plain digits (no signs, exponents or spaces), within [min, max]. */
+const integer = (min: number, max: number) =>
+  z.string().transform((text, ctx) => {
+    const value = /^\d{1,15}$/.test(text) ? Number(text) : Number.NaN;
+    if (!(value >= min && value <= max)) {
+      ctx.addIssue({ code: 'custom', message: `must be a whole number between ${min} and ${max}` });
+      return z.NEVER;
+    }
+    return value;
+  });
+
+const port = integer(0, 65535);
+const positiveInt = (max: number) => integer(1, max);
+
+const duration = (min: number, max: number) =>
+  z.string().transform((text, ctx) => {
+    const ms = parseDuration(text);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'must be a duration such as 500ms, 30s, 15m, 12h or 14d' });
+      return z.NEVER;
+    }
+    if (ms < min || ms > max) {
+      ctx.addIssue({ code: 'custom', message: `must be between ${min}ms and ${max}ms` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const postgresUrl = z.string().refine(
+  (text) => {
+    try {
+      const url = new URL(text);
+      return (url.protocol === 'postgres:' || url.protocol === 'postgresql:') && url.hostname !== '';
+    } catch {
+      return false;
+    }
+  },
+  { message: 'must be a postgres:// or postgresql:// URL with a host' },
+);
+
+const httpUrl = z.string().refine(
+  (text) => {
+    try {
+      const url = new URL(text);
+      return url.protocol === 'http:' || url.protocol === 'https:';
+    } catch {
+      return false;
+    }
+  },
+  { message: 'must be an http:// or https:// URL' },
+);
+
+const boolean = z.enum(['true', 'false'], { error: 'must be true or false' }).transform((text) => text === 'true');
+
+/** 32 random bytes, base64 (standard or url-safe) encoded: the AES-256-GCM key for private keys at rest. */
+const encryptionKey = z.string().transform((text, ctx) => {
+  const bytes = /^[A-Za-z0-9+/_-]+={0,2}$/.test(text) ? Buffer.from(text, 'base64') : Buffer.alloc(0);
+  if (bytes.length !== 32) {
+    ctx.addIssue({ code: 'custom', message: 'must be 32 bytes encoded as base64 (for example `openssl rand -base64 32`)' });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+export const variables = {
+  NODE_ENV: variable({
+    description:
+      'Deployment mode: `development`, `production` or `test`. `production` requires `DATABASE_URL`, `KEY_ENCRYPTION_KEY` and an `https://` `PUBLIC_URL`.',
+    default: 'development',
+    schema: z.enum(['development', 'production', 'test'], { error: 'must be development, production or test' }),
+  }),
+  LOG_LEVEL: variable({
+    description: 'Minimum level of the JSON log lines written to stdout: `fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`.',
+    default: 'info',
+    schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
+      error: 'must be one of fatal, error, warn, info, debug, trace, silent',
+    }),
+  }),
+  GRPC_HOST: variable({
+    description: 'Address the gRPC server binds to.',
+    default: '0.0.0.0',
+    schema: z.string().min(1, 'must not be empty'),
+  }),
+  GRPC_PORT: variable({
+    description: 'Port of the gRPC server (AuthService, SessionService, health, reflection). `0` picks a free port.',
+    default: '50051',
+    schema: port,
+  }),
+  HTTP_PORT: variable({
+    description: 'Port of the plain HTTP server (`/healthz`, `/readyz`). `0` picks a free port.',
+    default: '8080',
+    schema: port,
+  }),
+  HTTP_HOST: variable({
+    description: 'Address the HTTP server binds to.',
+    default: '0.0.0.0',
+    schema: z.string().min(1, 'must not be empty'),
+  }),
+  GRPC_MAX_RECEIVE_MESSAGE_BYTES: variable({
+    description:
+      'Largest request message the server accepts; larger ones are refused with RESOURCE_EXHAUSTED before they reach a handler. Every Latchkey request is small, so the bound is tight.',
+    default: '65536',
+    schema: positiveInt(16 * 1024 * 1024),
+  }),
+  GRPC_MAX_SEND_MESSAGE_BYTES: variable({
+    description: 'Largest response message the server sends.',
+    default: '1048576',
+    schema: positiveInt(64 * 1024 * 1024),
+  }),
+  DATABASE_URL: variable({
+    description:
+      'PostgreSQL connection URL (`postgres://user:password@host:5432/db`). When unset, an embedded PGlite database under `LATCHKEY_DATA_DIR` is used (development only).',
+    secret: true,
+    schema: postgresUrl,
+  }),
+  DATABASE_POOL_MAX: variable({
+    description: 'Maximum number of PostgreSQL connections per process (the embedded database always uses 1).',
+    default: '10',
+    schema: positiveInt(1000),
+  }),
+  DATABASE_CONNECT_TIMEOUT: variable({
+    description:
+      'How long start-up keeps retrying an unreachable database before exiting non-zero; also bounds each new connection attempt while running.',
+    default: '30s',
+    schema: duration(100, 3_600_000),
+  }),
+  DATABASE_STATEMENT_TIMEOUT: variable({
+    description: 'Longest a single SQL statement may run before it is cancelled, so a stalled database never hangs a call.',
+    default: '5s',
+    schema: duration(100, 600_000),
+  }),
+  DATABASE_HEALTH_INTERVAL: variable({
+    description: 'How often the database is pinged to drive gRPC health (NOT_SERVING while it is unreachable).',
+    default: '2s',
+    schema: duration(100, 600_000),
+  }),
+  DATABASE_MIGRATE_ON_START: variable({
+    description:
+      'Apply pending migrations when `serve` starts. Off by default for PostgreSQL, where `latchkey migrate` (the Helm hook Job) owns schema changes and `serve` refuses to start on an outdated schema; the embedded database always migrates at start-up.',
+    default: 'false',
+    schema: boolean,
+  }),
+  LATCHKEY_DATA_DIR: variable({
+    description: 'Directory for the embedded database and other development-only state.',
+    default: './.latchkey',
+    schema: z.string().min(1, 'must not be empty'),
+  }),
+  KEY_ENCRYPTION_KEY: variable({
+    description: 'Base64-encoded 32-byte key that encrypts signing keys at rest (AES-256-GCM). Required in production.',
+    secret: true,
+    schema: encryptionKey,
+  }),
+  PUBLIC_URL: variable({
+    description: 'Public base URL of the service, used to build links (password reset, email verification). Must be `https://` in production.',
+    default: 'http://localhost:8080',
+    schema: httpUrl,
+  }),
+  SHUTDOWN_TIMEOUT: variable({
+    description: 'On SIGTERM/SIGINT, how long in-flight calls may take to finish before they are cancelled.',
+    default: '10s',
+    schema: duration(0, 600_000),
+  }),
+} as const;
+
+export type VariableName = keyof typeof variables;
+
+type ValueOf<N extends VariableName> = z.output<(typeof variables)[N]['schema']>;
+
+/** The parsed configuration: one typed field per variable; optional ones without a default may be undefined. */
+export type Config = {
+  readonly [N in VariableName]: (typeof variables)[N] extends { default: string } ? ValueOf<N> : ValueOf<N> | undefined;
+};

@@ -1,0 +1,110 @@
+import { status, type Metadata, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { performance } from 'node:perf_hooks';
+import { DomainError } from '../domain/errors.js';
+import type { DatabaseMonitor } from '../persistence/database.js';
+import type { Logger } from '../observability/logger.js';
+import { toServiceError } from './errors.js';
+
+/** What a handler may know about the call, without touching grpc-js types beyond metadata. */
+export interface CallContext {
+  readonly method: string;
+  readonly metadata: Metadata;
+  readonly peer: string;
+  /** Aborted when the client cancels or the deadline passes. */
+  readonly signal: AbortSignal;
+}
+
+export interface CallDependencies {
+  readonly logger: Logger;
+  readonly database: Pick<DatabaseMonitor, 'available' | 'reportFailure'>;
+}
+
+export interface HandlerOptions {
+  /**
+   * Whether the RPC needs the database. Such calls fail fast with UNAVAILABLE while the database
+   * is known to be down, instead of queueing on a dead pool until the deadline.
+   */
+  readonly usesDatabase: boolean;
+}
+
+function codeName(code: status): string {
+  return status[code] ?? String(code);
+}
+
+function contextOf(method: string, call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): CallContext {
+  const controller = new AbortController();
+  call.once('cancelled', () => controller.abort());
+  return { method, metadata: call.metadata, peer: call.getPeer(), signal: controller.signal };
+}
+
+/**
+ * Wraps a unary handler: one JSON log line per call (method, code, duration; never a payload),
+ * the fail-fast database check, and error mapping through the single mapper in errors.ts.
+ */
+export function unary<Req, Res>(
+  deps: CallDependencies,
+  method: string,
+  options: HandlerOptions,
+  handler: (request: Req, context: CallContext) => Promise<Res>,
+): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
+  return (call, callback) => {
+    const started = performance.now();
+    const context = contextOf(method, call as ServerUnaryCall<unknown, unknown>);
+    const run = async (): Promise<Res> => {
+      if (options.usesDatabase && !deps.database.available) throw DomainError.unavailable();
+      return handler(call.request, context);
+    };
+    run().then(
+      (response) => {
+        callback(null, response);
+        deps.logger.info({ method, code: 'OK', durationMs: Math.round((performance.now() - started) * 100) / 100 }, 'rpc');
+      },
+      (error: unknown) => {
+        const mapped = toServiceError(error, deps.logger, method);
+        if (mapped.databaseUnavailable && options.usesDatabase) deps.database.reportFailure(error);
+        callback(mapped.error, null);
+        deps.logger.info(
+          {
+            method,
+            code: codeName(mapped.code),
+            reason: error instanceof DomainError ? error.reason : undefined,
+            errorId: mapped.errorId,
+            durationMs: Math.round((performance.now() - started) * 100) / 100,
+          },
+          'rpc',
+        );
+      },
+    );
+  };
+}
+
+/**
+ * Implements every method of a service definition: the ones in `implemented` as given, the rest
+ * as UNIMPLEMENTED with a message naming the RPC (through the same logging and error mapping).
+ */
+export function implementService(
+  deps: CallDependencies,
+  definition: Record<string, { path: string; responseStream: boolean; requestStream: boolean }>,
+  implemented: UntypedServiceImplementation,
+): UntypedServiceImplementation {
+  const implementation: UntypedServiceImplementation = {};
+  for (const [name, method] of Object.entries(definition)) {
+    const rpc = method.path.slice(1).replace('/', '.');
+    const given = implemented[name];
+    if (given) {
+      implementation[name] = given;
+    } else if (method.responseStream && !method.requestStream) {
+      implementation[name] = (call: ServerWritableStream<unknown, unknown>) => {
+        const mapped = toServiceError(DomainError.unimplemented(rpc), deps.logger, method.path);
+        call.emit('error', mapped.error);
+        deps.logger.info({ method: method.path, code: codeName(mapped.code), durationMs: 0 }, 'rpc');
+      };
+    } else {
+      implementation[name] = unary(deps, method.path, { usesDatabase: false }, async () => {
+        throw DomainError.unimplemented(rpc);
+      });
+    }
+  }
+  return implementation;
+}
+

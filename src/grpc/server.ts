@@ -1,0 +1,84 @@
+import { fileURLToPath } from 'node:url';
+import { Server, ServerCredentials } from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus } from 'grpc-health-check';
+import { AuthServiceService } from '../generated/latchkey/auth/v1/auth_service.js';
+import { SessionServiceService } from '../generated/latchkey/session/v1/session_service.js';
+import { implementService, type CallDependencies } from './call.js';
+import { createAuthHandlers } from './handlers/auth.js';
+import { createSessionHandlers } from './handlers/session.js';
+
+export const AUTH_SERVICE = 'latchkey.auth.v1.AuthService';
+export const SESSION_SERVICE = 'latchkey.session.v1.SessionService';
+/** The health names Latchkey reports: overall ('') and each service. */
+export const HEALTH_SERVICES = ['', AUTH_SERVICE, SESSION_SERVICE] as const;
+
+/** Resolved from this file, which sits at the same depth under src/ and dist/. */
+const PROTO_ROOT = fileURLToPath(new URL('../../proto', import.meta.url));
+
+export interface GrpcServerOptions {
+  readonly maxReceiveMessageBytes: number;
+  readonly maxSendMessageBytes: number;
+}
+
+export interface GrpcServer {
+  readonly server: Server;
+  setServing(status: ServingStatus): void;
+  listen(host: string, port: number): Promise<number>;
+  /** Refuses new calls at once, lets in-flight calls finish for up to `timeoutMs`, then cancels them. */
+  shutdown(timeoutMs: number): Promise<{ forced: boolean }>;
+}
+
+export function createGrpcServer(deps: CallDependencies, options: GrpcServerOptions): GrpcServer {
+  const server = new Server({
+    'grpc.max_receive_message_length': options.maxReceiveMessageBytes,
+    'grpc.max_send_message_length': options.maxSendMessageBytes,
+    // Keep idle connections from meshes and gateways alive through NATs and proxies, and accept
+    // their keepalive pings without calls in flight.
+    'grpc.keepalive_time_ms': 60_000,
+    'grpc.keepalive_timeout_ms': 20_000,
+    'grpc.keepalive_permit_without_calls': 1,
+    'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+    'grpc.max_concurrent_streams': 1_000,
+  });
+
+  server.addService(AuthServiceService, implementService(deps, AuthServiceService, createAuthHandlers(deps)));
+  server.addService(SessionServiceService, implementService(deps, SessionServiceService, createSessionHandlers(deps)));
+
+  const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((name) => [name, 'NOT_SERVING'])));
+  health.addToServer(server);
+
+  const reflectionDefinition = loadSync(
+    [`${PROTO_ROOT}/latchkey/auth/v1/auth_service.proto`, `${PROTO_ROOT}/latchkey/session/v1/session_service.proto`, healthProtoPath],
+    { includeDirs: [PROTO_ROOT], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true },
+  );
+  new ReflectionService(reflectionDefinition).addToServer(server);
+
+  return {
+    server,
+    setServing(status) {
+      for (const name of HEALTH_SERVICES) health.setStatus(name, status);
+    },
+    listen(host, port) {
+      return new Promise((resolve, reject) => {
+        server.bindAsync(`${host}:${port}`, ServerCredentials.createInsecure(), (error, boundPort) => {
+          if (error) reject(error);
+          else resolve(boundPort);
+        });
+      });
+    },
+    shutdown(timeoutMs) {
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve({ forced: true });
+        }, timeoutMs);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve({ forced: false });
+        });
+      });
+    },
+  };
+}

@@ -1,0 +1,66 @@
+import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface HttpProbes {
+  /** Ready to take traffic: database reachable and not shutting down. */
+  ready(): boolean;
+}
+
+function send(response: ServerResponse, statusCode: number, body: unknown): void {
+  const json = JSON.stringify(body);
+  response.writeHead(statusCode, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(json),
+    'cache-control': 'no-store',
+  });
+  response.end(json);
+}
+
+/**
+ * The plain-HTTP side: liveness and readiness for load balancers and humans with curl. Anything
+ * else is 404; only GET and HEAD are allowed.
+ */
+export function createHttpServer(probes: HttpProbes): { server: Server; listen(port: number, host: string): Promise<number>; close(): Promise<void> } {
+  const server = createServer((request: IncomingMessage, response: ServerResponse) => {
+    if (request.method !== 'GET' && request.method !== 'HEAD') {
+      response.setHeader('allow', 'GET, HEAD');
+      send(response, 405, { error: 'method not allowed' });
+      return;
+    }
+    const path = (request.url ?? '/').split('?')[0];
+    switch (path) {
+      case '/healthz':
+        send(response, 200, { status: 'ok' });
+        return;
+      case '/readyz': {
+        const ready = probes.ready();
+        send(response, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' });
+        return;
+      }
+      default:
+        send(response, 404, { error: 'not found' });
+    }
+  });
+  server.keepAliveTimeout = 5_000;
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 10_000;
+
+  return {
+    server,
+    listen(port, host) {
+      return new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          resolve((server.address() as AddressInfo).port);
+        });
+      });
+    },
+    close() {
+      return new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+    },
+  };
+}

@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { startApp, type RunningApp } from './app.js';
+import { ConfigError, loadConfig } from './config/load.js';
+import { renderConfigTable } from './config/docs.js';
+import type { Config } from './config/schema.js';
+import { createLogger, type Logger } from './observability/logger.js';
+import { openDatabase } from './persistence/open.js';
+
+const USAGE = `Usage: latchkey <command>
+
+Commands:
+  serve     Serve the gRPC API and HTTP probes (default)
+  migrate   Apply pending database migrations to DATABASE_URL and exit
+  config    Print the configuration reference (Markdown) and exit
+
+Configuration comes from environment variables; see \`latchkey config\`.`;
+
+async function serve(config: Config, logger: Logger): Promise<void> {
+  const app: RunningApp = await startApp(config, logger);
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals += 1;
+    if (signals > 1) {
+      logger.warn({ signal }, 'second signal: exiting without waiting for in-flight calls');
+      process.exit(1);
+    }
+    logger.info({ signal, shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT }, 'shutting down');
+    app.stop().then(
+      () => logger.flush(() => process.exit(0)),
+      (error: unknown) => {
+        logger.error({ err: error }, 'error during shutdown');
+        logger.flush(() => process.exit(1));
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  // A stray rejection is a bug to log and fix, not a reason to drop every caller's in-flight call.
+  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled promise rejection'));
+}
+
+async function migrate(config: Config, logger: Logger): Promise<void> {
+  const database = await openDatabase(config, logger, { migrate: 'apply' });
+  try {
+    const executed = await database.orm.migrator.getExecuted();
+    logger.info({ database: database.host, migrations: executed.length }, 'database schema is current');
+  } finally {
+    await database.close();
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { positionals, values } = parseArgs({ args: argv, allowPositionals: true, options: { help: { type: 'boolean', short: 'h' } }, strict: false });
+  const command = positionals[0] ?? 'serve';
+  if (values.help || command === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (command === 'config') {
+    process.stdout.write(`${renderConfigTable()}\n`);
+    return 0;
+  }
+  if (command !== 'serve' && command !== 'migrate') {
+    process.stderr.write(`latchkey: unknown command '${command}'\n\n${USAGE}\n`);
+    return 64;
+  }
+
+  let config: Config;
+  try {
+    config = loadConfig(process.env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      // Plain text on stderr, written synchronously before exiting: the first thing an operator
+      // sees in `kubectl logs`. It names variables, never their values.
+      process.stderr.write(`latchkey: ${error.message}\n`);
+      return 78;
+    }
+    throw error;
+  }
+  const logger = createLogger(config.LOG_LEVEL);
+  try {
+    if (command === 'serve') await serve(config, logger);
+    else await migrate(config, logger);
+    return command === 'serve' ? -1 : 0;
+  } catch (error) {
+    logger.fatal({ err: { name: (error as Error).name, message: (error as Error).message } }, `${command} failed: ${(error as Error).message}`);
+    logger.flush();
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    // -1: a long-running command; the signal handlers decide when to exit.
+    if (code >= 0) process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.stderr.write(`latchkey: unexpected error: ${(error as Error).message}\n`);
+    process.exitCode = 1;
+  },
+);

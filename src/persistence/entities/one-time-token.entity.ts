@@ -1,0 +1,27 @@
+import { defineEntity, p, type InferEntity } from '@mikro-orm/core';
+import { UserSchema } from './user.entity.js';
+
+export const ONE_TIME_TOKEN_PURPOSES = ['password_reset', 'email_verification'] as const;
+export type OneTimeTokenPurpose = (typeof ONE_TIME_TOKEN_PURPOSES)[number];
+
+/** A single-use token (password reset, email verification), stored only as a SHA-256 digest. */
+export const OneTimeTokenSchema = defineEntity({
+  name: 'OneTimeToken',
+  tableName: 'one_time_tokens',
+  indexes: [
+    { name: 'one_time_tokens_user_id_idx', properties: ['user'] },
+    { name: 'one_time_tokens_expires_at_idx', properties: ['expiresAt'] },
+    { name: 'one_time_tokens_used_at_idx', properties: ['usedAt'] },
+  ],
+  properties: {
+    id: p.uuid().primary(),
+    user: p.manyToOne(UserSchema).deleteRule('cascade'),
+    purpose: p.string().length(32),
+    tokenHash: p.uint8array().unique('one_time_tokens_token_hash_key'),
+    createdAt: p.datetime(),
+    expiresAt: p.datetime(),
+    usedAt: p.datetime().nullable(),
+  },
+});
+
+export type OneTimeToken = InferEntity<typeof OneTimeTokenSchema>;

@@ -1,0 +1,70 @@
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../observability/logger.js';
+import { describeDatabaseHost, waitForDatabase } from './database.js';
+import { startEmbeddedDatabase, type EmbeddedDatabase } from './embedded.js';
+import { createOrm, type Orm } from './orm.js';
+
+export interface OpenDatabase {
+  readonly orm: Orm;
+  /** Host and port, safe to log. */
+  readonly host: string;
+  readonly embedded: boolean;
+  close(): Promise<void>;
+}
+
+export class SchemaOutdatedError extends Error {
+  constructor(pending: readonly string[]) {
+    super(`database schema is outdated: ${pending.length} pending migration(s) (${pending.join(', ')}); run \`latchkey migrate\``);
+    this.name = 'SchemaOutdatedError';
+  }
+}
+
+/**
+ * Opens the configured database (or starts the embedded one), waits until it answers, and
+ * migrates it when asked to. On failure everything opened so far is closed again.
+ */
+export async function openDatabase(
+  config: Config,
+  logger: Logger,
+  options: { migrate: 'apply' | 'require-current' | 'skip' },
+): Promise<OpenDatabase> {
+  let embedded: EmbeddedDatabase | undefined;
+  let url = config.DATABASE_URL;
+  if (url === undefined) {
+    embedded = await startEmbeddedDatabase(config.LATCHKEY_DATA_DIR);
+    url = embedded.url;
+    logger.warn(
+      { dataDir: config.LATCHKEY_DATA_DIR },
+      'DATABASE_URL is not set: using the embedded PGlite database. This is for development only; set DATABASE_URL for production.',
+    );
+  }
+  const host = embedded ? 'embedded' : describeDatabaseHost(url);
+  const orm = await createOrm({
+    clientUrl: url,
+    // PGlite runs one query at a time and can wedge when a second connection queries while a
+    // transaction is open, so the embedded path always uses exactly one connection.
+    poolMax: embedded ? 1 : config.DATABASE_POOL_MAX,
+    connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT,
+    statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT,
+    logger,
+  });
+  const close = async () => {
+    await orm.close(true);
+    await embedded?.stop();
+  };
+  try {
+    await waitForDatabase(orm, { timeoutMs: config.DATABASE_CONNECT_TIMEOUT, host, logger });
+    const migrate = embedded ? 'apply' : options.migrate;
+    if (migrate === 'apply') {
+      const applied = await orm.migrator.up();
+      if (applied.length > 0) logger.info({ migrations: applied.map((m) => m.name) }, 'migrations applied');
+    } else if (migrate === 'require-current') {
+      const pending = await orm.migrator.getPending();
+      if (pending.length > 0) throw new SchemaOutdatedError(pending.map((m) => m.name));
+    }
+  } catch (error) {
+    await close().catch(() => undefined);
+    throw error;
+  }
+  return { orm, host, embedded: embedded !== undefined, close };
+}

@@ -1,0 +1,24 @@
+import { loadConfig } from '../../src/config/load.js';
+import type { Config } from '../../src/config/schema.js';
+
+/** Environment for a server under test: loopback, free ports, quiet logs, its own database. */
+export function testEnv(databaseUrl: string | undefined, overrides: Record<string, string> = {}): Record<string, string> {
+  return {
+    NODE_ENV: 'test',
+    LOG_LEVEL: 'silent',
+    GRPC_HOST: '127.0.0.1',
+    GRPC_PORT: '0',
+    HTTP_HOST: '127.0.0.1',
+    HTTP_PORT: '0',
+    DATABASE_MIGRATE_ON_START: 'true',
+    DATABASE_HEALTH_INTERVAL: '200ms',
+    DATABASE_CONNECT_TIMEOUT: '5s',
+    SHUTDOWN_TIMEOUT: '5s',
+    ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
+    ...overrides,
+  };
+}
+
+export function testConfig(databaseUrl: string | undefined, overrides: Record<string, string> = {}): Config {
+  return loadConfig(testEnv(databaseUrl, overrides));
+}
