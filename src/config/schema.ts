@@ -109,15 +109,15 @@ export const variables = {
     default: '50051',
     schema: port,
   }),
-  HTTP_PORT: variable({
-    description: 'Port of the plain HTTP server (`/healthz`, `/readyz`). `0` picks a free port.',
-    default: '8080',
-    schema: port,
-  }),
   HTTP_HOST: variable({
     description: 'Address the HTTP server binds to.',
     default: '0.0.0.0',
     schema: z.string().min(1, 'must not be empty'),
+  }),
+  HTTP_PORT: variable({
+    description: 'Port of the plain HTTP server (`/healthz`, `/readyz`). `0` picks a free port.',
+    default: '8080',
+    schema: port,
   }),
   GRPC_MAX_RECEIVE_MESSAGE_BYTES: variable({
     description:
@@ -143,7 +143,7 @@ export const variables = {
   }),
   DATABASE_CONNECT_TIMEOUT: variable({
     description:
-      'How long start-up keeps retrying an unreachable database before exiting non-zero; also bounds each new connection attempt while running.',
+      'How long start-up keeps retrying an unreachable database before exiting non-zero. While serving, a single connection attempt gives up after at most 5s.',
     default: '30s',
     schema: duration(100, 3_600_000),
   }),

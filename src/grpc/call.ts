@@ -27,6 +27,38 @@ export interface HandlerOptions {
   readonly usesDatabase: boolean;
 }
 
+/** Stands in for a request whose bytes are not a valid message of the RPC's request type. */
+export const MALFORMED_REQUEST = Symbol('malformed request');
+
+interface MethodDefinitionLike {
+  readonly path: string;
+  readonly requestStream: boolean;
+  readonly responseStream: boolean;
+  readonly requestDeserialize: (bytes: Buffer) => unknown;
+}
+
+/**
+ * grpc-js answers an undecodable request with INTERNAL and the parser's own message. Decoding
+ * failures are the caller's fault, so they are turned into a marker that `unary` rejects with
+ * INVALID_ARGUMENT through the usual error mapping.
+ */
+export function withSafeDecoding<D extends Record<string, MethodDefinitionLike>>(definition: D): D {
+  const wrapped: Record<string, MethodDefinitionLike> = {};
+  for (const [name, method] of Object.entries(definition)) {
+    wrapped[name] = {
+      ...method,
+      requestDeserialize: (bytes: Buffer) => {
+        try {
+          return method.requestDeserialize(bytes);
+        } catch {
+          return MALFORMED_REQUEST;
+        }
+      },
+    };
+  }
+  return wrapped as D;
+}
+
 function codeName(code: status): string {
   return status[code] ?? String(code);
 }
@@ -51,6 +83,9 @@ export function unary<Req, Res>(
     const started = performance.now();
     const context = contextOf(method, call as ServerUnaryCall<unknown, unknown>);
     const run = async (): Promise<Res> => {
+      if ((call.request as unknown) === MALFORMED_REQUEST) {
+        throw new DomainError('INVALID_ARGUMENT', `the request is not a valid protobuf message for ${method}`);
+      }
       if (options.usesDatabase && !deps.database.available) throw DomainError.unavailable();
       return handler(call.request, context);
     };
@@ -84,7 +119,7 @@ export function unary<Req, Res>(
  */
 export function implementService(
   deps: CallDependencies,
-  definition: Record<string, { path: string; responseStream: boolean; requestStream: boolean }>,
+  definition: Record<string, MethodDefinitionLike>,
   implemented: UntypedServiceImplementation,
 ): UntypedServiceImplementation {
   const implementation: UntypedServiceImplementation = {};

@@ -5,7 +5,7 @@ import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus } from 'grpc-health-check';
 import { AuthServiceService } from '../generated/latchkey/auth/v1/auth_service.js';
 import { SessionServiceService } from '../generated/latchkey/session/v1/session_service.js';
-import { implementService, type CallDependencies } from './call.js';
+import { implementService, withSafeDecoding, type CallDependencies } from './call.js';
 import { createAuthHandlers } from './handlers/auth.js';
 import { createSessionHandlers } from './handlers/session.js';
 
@@ -43,8 +43,11 @@ export function createGrpcServer(deps: CallDependencies, options: GrpcServerOpti
     'grpc.max_concurrent_streams': 1_000,
   });
 
-  server.addService(AuthServiceService, implementService(deps, AuthServiceService, createAuthHandlers(deps)));
-  server.addService(SessionServiceService, implementService(deps, SessionServiceService, createSessionHandlers(deps)));
+  server.addService(withSafeDecoding(AuthServiceService), implementService(deps, AuthServiceService, createAuthHandlers(deps)));
+  server.addService(
+    withSafeDecoding(SessionServiceService),
+    implementService(deps, SessionServiceService, createSessionHandlers(deps)),
+  );
 
   const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((name) => [name, 'NOT_SERVING'])));
   health.addToServer(server);

@@ -44,7 +44,9 @@ export async function openDatabase(
     // PGlite runs one query at a time and can wedge when a second connection queries while a
     // transaction is open, so the embedded path always uses exactly one connection.
     poolMax: embedded ? 1 : config.DATABASE_POOL_MAX,
-    connectTimeoutMs: config.DATABASE_CONNECT_TIMEOUT,
+    // Start-up retries for the whole DATABASE_CONNECT_TIMEOUT (waitForDatabase); a single attempt
+    // while serving gives up sooner, so a call never waits long on a database that is gone.
+    connectTimeoutMs: Math.min(config.DATABASE_CONNECT_TIMEOUT, 5_000),
     statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT,
     logger,
   });

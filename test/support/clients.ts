@@ -57,7 +57,7 @@ export function call<Req, Res>(
 }
 
 /** The ErrorInfo reason and BadRequest field names carried by an error's status details. */
-export function errorDetails(error: ServiceError | undefined): { reason?: string; domain?: string; fields: string[] } {
+export function errorDetails(error: Partial<ServiceError> | null | undefined): { reason?: string; domain?: string; fields: string[] } {
   const { errorInfo, badRequest } = decodeStatusDetails(error?.metadata);
   return {
     reason: errorInfo?.reason,

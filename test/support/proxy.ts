@@ -8,6 +8,7 @@ export class TcpProxy {
   #server: net.Server | undefined;
   readonly #sockets = new Set<net.Socket>();
   #port = 0;
+  #frozen = false;
 
   constructor(private readonly target: { host: string; port: number }) {}
 
@@ -41,10 +42,28 @@ export class TcpProxy {
       }
       client.pipe(upstream);
       upstream.pipe(client);
+      if (this.#frozen) {
+        client.pause();
+        upstream.pause();
+      }
     });
     await new Promise<void>((resolve) => server.listen(this.#port, '127.0.0.1', resolve));
     this.#port = (server.address() as AddressInfo).port;
     this.#server = server;
+  }
+
+  /**
+   * The database stops answering without closing anything (a hung primary, a black-holed
+   * network): connections stay open, bytes stop flowing in both directions.
+   */
+  freeze(): void {
+    this.#frozen = true;
+    for (const socket of this.#sockets) socket.pause();
+  }
+
+  thaw(): void {
+    this.#frozen = false;
+    for (const socket of this.#sockets) socket.resume();
   }
 
   /** Cuts every connection and stops listening: the database is unreachable. */

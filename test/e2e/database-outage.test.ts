@@ -1,0 +1,62 @@
+import { startApp, type RunningApp } from '../../src/app.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { healthStatus } from '../support/clients.js';
+import { testConfig } from '../support/config.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { TcpProxy } from '../support/proxy.js';
+import { waitFor } from '../support/wait.js';
+
+const SERVICES = ['', 'latchkey.auth.v1.AuthService', 'latchkey.session.v1.SessionService'];
+
+let db: TestDatabase;
+let proxy: TcpProxy;
+let app: RunningApp;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  proxy = TcpProxy.forUrl(db.url);
+  await proxy.start();
+  app = await startApp(testConfig(proxy.rewrite(db.url), { DATABASE_HEALTH_INTERVAL: '100ms' }), createLogger('silent'));
+});
+
+afterAll(async () => {
+  await app?.stop();
+  await proxy?.stop();
+  await db?.drop();
+});
+
+const allHealth = () => Promise.all(SERVICES.map((s) => healthStatus(app.grpcPort, s)));
+const readyz = async () => (await fetch(`http://127.0.0.1:${app.httpPort}/readyz`)).status;
+
+it('goes NOT_SERVING while the database is unreachable and SERVING again when it returns', async () => {
+  expect(await allHealth()).toEqual(['SERVING', 'SERVING', 'SERVING']);
+  expect(await readyz()).toBe(200);
+
+  await proxy.stop();
+  expect(await waitFor(allHealth, (s) => s.every((x) => x === 'NOT_SERVING'))).toEqual(['NOT_SERVING', 'NOT_SERVING', 'NOT_SERVING']);
+  expect(await readyz()).toBe(503);
+  // Liveness is about the process, not its dependencies: restarting would not bring the database back.
+  expect((await fetch(`http://127.0.0.1:${app.httpPort}/healthz`)).status).toBe(200);
+
+  await proxy.start();
+  expect(await waitFor(allHealth, (s) => s.every((x) => x === 'SERVING'))).toEqual(['SERVING', 'SERVING', 'SERVING']);
+  expect(await readyz()).toBe(200);
+});
+
+it('survives repeated outages without leaking into a crash', async () => {
+  for (let round = 0; round < 3; round++) {
+    await proxy.stop();
+    expect(await waitFor(() => healthStatus(app.grpcPort), (s) => s === 'NOT_SERVING')).toBe('NOT_SERVING');
+    await proxy.start();
+    expect(await waitFor(() => healthStatus(app.grpcPort), (s) => s === 'SERVING')).toBe('SERVING');
+  }
+});
+
+it('goes NOT_SERVING when the database hangs without closing connections, and recovers', async () => {
+  expect(await healthStatus(app.grpcPort)).toBe('SERVING');
+  proxy.freeze();
+  expect(await waitFor(() => healthStatus(app.grpcPort), (s) => s === 'NOT_SERVING', 15_000)).toBe('NOT_SERVING');
+  expect(await readyz()).toBe(503);
+  proxy.thaw();
+  expect(await waitFor(() => healthStatus(app.grpcPort), (s) => s === 'SERVING', 15_000)).toBe('SERVING');
+});

@@ -1,0 +1,160 @@
+import { status, type ServiceError } from '@grpc/grpc-js';
+import { startApp, type RunningApp } from '../../src/app.js';
+import { createLogger } from '../../src/observability/logger.js';
+import * as authProto from '../../src/generated/latchkey/auth/v1/auth_service.js';
+import * as sessionProto from '../../src/generated/latchkey/session/v1/session_service.js';
+import { authClient, call, errorDetails, healthStatus, sessionClient } from '../support/clients.js';
+import { testConfig } from '../support/config.js';
+import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { listMethods, listServices } from '../support/reflection.js';
+
+/** The RPCs DESIGN.md's API contract lists, per service. */
+const AUTH_RPCS = [
+  'Register', 'Login', 'RefreshToken', 'Logout', 'ValidateToken', 'GetJwks', 'ChangePassword', 'RequestPasswordReset',
+  'ResetPassword', 'RequestEmailVerification', 'VerifyEmail', 'GetUser', 'DisableUser', 'EnableUser', 'SetUserRoles',
+].sort();
+const SESSION_RPCS = ['GetSession', 'ListSessions', 'RevokeSession', 'RevokeAllSessions', 'WatchRevocations'].sort();
+
+let db: TestDatabase;
+let app: RunningApp;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  app = await startApp(testConfig(db.url, { GRPC_MAX_RECEIVE_MESSAGE_BYTES: '4096' }), createLogger('silent'));
+});
+
+afterAll(async () => {
+  await app?.stop();
+  await db?.drop();
+});
+
+describe('health', () => {
+  it.each(['', 'latchkey.auth.v1.AuthService', 'latchkey.session.v1.SessionService'])('reports SERVING for %p', async (service) => {
+    expect(await healthStatus(app.grpcPort, service)).toBe('SERVING');
+  });
+
+  it('answers NOT_FOUND for a service it does not serve', async () => {
+    expect(await healthStatus(app.grpcPort, 'latchkey.nothing.v1.Nothing')).toBe(`error:${status.NOT_FOUND}`);
+  });
+});
+
+describe('reflection', () => {
+  it('lists both Latchkey services, health and reflection', async () => {
+    const services = await listServices(app.grpcPort);
+    expect(services).toEqual(
+      expect.arrayContaining(['grpc.health.v1.Health', 'latchkey.auth.v1.AuthService', 'latchkey.session.v1.SessionService']),
+    );
+  });
+
+  it('describes every AuthService RPC in the design', async () => {
+    expect(await listMethods(app.grpcPort, 'latchkey.auth.v1.AuthService')).toEqual(AUTH_RPCS);
+  });
+
+  it('describes every SessionService RPC in the design', async () => {
+    expect(await listMethods(app.grpcPort, 'latchkey.session.v1.SessionService')).toEqual(SESSION_RPCS);
+  });
+});
+
+describe('RPCs not built yet', () => {
+  const unary = [
+    ...Object.entries(authProto.AuthServiceService).map(([key, m]) => ({ key, path: m.path, client: 'auth' as const, stream: m.responseStream })),
+    ...Object.entries(sessionProto.SessionServiceService).map(([key, m]) => ({ key, path: m.path, client: 'session' as const, stream: m.responseStream })),
+  ].filter((m) => !m.stream);
+
+  /** An all-defaults request message of the RPC's own type. */
+  function emptyRequest(client: 'auth' | 'session', path: string): unknown {
+    const module = (client === 'auth' ? authProto : sessionProto) as unknown as Record<string, { fromPartial(o: object): unknown }>;
+    return module[`${path.split('/').pop()}Request`]!.fromPartial({});
+  }
+
+  it.each(unary)('$path answers UNIMPLEMENTED naming the RPC', async ({ key, path, client }) => {
+    const c = client === 'auth' ? authClient(app.grpcPort) : sessionClient(app.grpcPort);
+    try {
+      const { error } = await call(c, key, emptyRequest(client, path));
+      const rpc = path.slice(1).replace('/', '.');
+      expect(error?.code).toBe(status.UNIMPLEMENTED);
+      expect(error?.details).toBe(`${rpc} is not implemented yet`);
+      expect(errorDetails(error)).toEqual({ reason: 'UNIMPLEMENTED', domain: 'latchkey', fields: [] });
+    } finally {
+      c.close();
+    }
+  });
+
+  it('WatchRevocations (a server stream) answers UNIMPLEMENTED naming the RPC', async () => {
+    const c = sessionClient(app.grpcPort);
+    try {
+      const error = await new Promise<ServiceError>((resolve) => {
+        const stream = c.watchRevocations({ sinceCursor: '' });
+        stream.on('data', () => undefined);
+        stream.on('error', resolve);
+      });
+      expect(error.code).toBe(status.UNIMPLEMENTED);
+      expect(error.details).toBe('latchkey.session.v1.SessionService.WatchRevocations is not implemented yet');
+      expect(errorDetails(error).reason).toBe('UNIMPLEMENTED');
+    } finally {
+      c.close();
+    }
+  });
+});
+
+describe('hostile transport input', () => {
+  it('refuses a request above GRPC_MAX_RECEIVE_MESSAGE_BYTES with RESOURCE_EXHAUSTED and keeps serving', async () => {
+    const c = authClient(app.grpcPort);
+    try {
+      const { error } = await call(c, 'register', { email: 'a@example.com', password: 'x'.repeat(8192), displayName: '' });
+      expect(error?.code).toBe(status.RESOURCE_EXHAUSTED);
+      expect(await healthStatus(app.grpcPort)).toBe('SERVING');
+    } finally {
+      c.close();
+    }
+  });
+
+  it('answers an unknown method with UNIMPLEMENTED', async () => {
+    const c = authClient(app.grpcPort);
+    try {
+      const error = await new Promise<ServiceError | null>((resolve) =>
+        c.makeUnaryRequest('/latchkey.auth.v1.AuthService/Nope', (x: Buffer) => x, (x: Buffer) => x, Buffer.alloc(0), (e) => resolve(e)),
+      );
+      expect(error?.code).toBe(status.UNIMPLEMENTED);
+    } finally {
+      c.close();
+    }
+  });
+
+  it('answers a request whose bytes are not a valid message with INVALID_ARGUMENT and no parser text', async () => {
+    const c = authClient(app.grpcPort);
+    try {
+      // A field-1 string that claims 100 bytes but carries 2: undecodable protobuf.
+      const garbage = Buffer.from([0x0a, 100, 0x41, 0x42]);
+      const error = await new Promise<ServiceError | null>((resolve) =>
+        c.makeUnaryRequest('/latchkey.auth.v1.AuthService/Register', (x: Buffer) => x, (x: Buffer) => x, garbage, (e) => resolve(e)),
+      );
+      expect(error?.code).toBe(status.INVALID_ARGUMENT);
+      expect(error?.details).toBe('the request is not a valid protobuf message for /latchkey.auth.v1.AuthService/Register');
+      expect(errorDetails(error)).toEqual({ reason: 'INVALID_ARGUMENT', domain: 'latchkey', fields: [] });
+      expect(await healthStatus(app.grpcPort)).toBe('SERVING');
+    } finally {
+      c.close();
+    }
+  });
+});
+
+describe('HTTP probes', () => {
+  const get = (path: string, method = 'GET') => fetch(`http://127.0.0.1:${app.httpPort}${path}`, { method });
+
+  it('/healthz and /readyz answer 200 while serving', async () => {
+    const healthz = await get('/healthz');
+    expect(healthz.status).toBe(200);
+    expect(await healthz.json()).toEqual({ status: 'ok' });
+    const readyz = await get('/readyz');
+    expect(readyz.status).toBe(200);
+    expect(await readyz.json()).toEqual({ status: 'ready' });
+  });
+
+  it('answers 404 for unknown paths and 405 for other methods', async () => {
+    expect((await get('/nope')).status).toBe(404);
+    const post = await get('/readyz', 'POST');
+    expect(post.status).toBe(405);
+    expect(post.headers.get('allow')).toBe('GET, HEAD');
+  });
+});

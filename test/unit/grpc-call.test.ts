@@ -1,0 +1,134 @@
+import { jest } from '@jest/globals';
+import { EventEmitter } from 'node:events';
+import { Writable } from 'node:stream';
+import { Metadata, status, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js';
+import { DomainError } from '../../src/domain/errors.js';
+import { MALFORMED_REQUEST, unary } from '../../src/grpc/call.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { errorDetails } from '../support/clients.js';
+
+function capturingLogger() {
+  const lines: Record<string, unknown>[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { logger: createLogger('info', destination), lines };
+}
+
+function fakeCall<Req>(request: Req): ServerUnaryCall<Req, unknown> {
+  return Object.assign(new EventEmitter(), { request, metadata: new Metadata(), getPeer: () => 'ipv4:127.0.0.1:1234' }) as unknown as ServerUnaryCall<
+    Req,
+    unknown
+  >;
+}
+
+async function invoke<Req>(
+  handler: (request: Req) => Promise<unknown>,
+  request: Req,
+  database = { available: true, reportFailure: jest.fn() },
+  usesDatabase = true,
+) {
+  const { logger, lines } = capturingLogger();
+  const wrapped = unary({ logger, database }, '/test.v1.Test/Do', { usesDatabase }, handler);
+  const result = await new Promise<{ error: Partial<ServiceError> | null; response: unknown }>((resolve) =>
+    wrapped(fakeCall(request), (error, response) => resolve({ error: error as Partial<ServiceError> | null, response })),
+  );
+  await new Promise((r) => setImmediate(r));
+  return { ...result, lines, database };
+}
+
+describe('unary handler wrapper', () => {
+  it('returns the response and logs one line with method, code and duration, never the payload', async () => {
+    const { error, response, lines } = await invoke(async () => ({ ok: true }), { password: 'correct horse battery staple' });
+    expect(error).toBeNull();
+    expect(response).toEqual({ ok: true });
+    const rpcLines = lines.filter((l) => l.msg === 'rpc');
+    expect(rpcLines).toHaveLength(1);
+    expect(rpcLines[0]).toMatchObject({ method: '/test.v1.Test/Do', code: 'OK' });
+    expect(typeof rpcLines[0]!.durationMs).toBe('number');
+    expect(JSON.stringify(lines)).not.toContain('correct horse');
+  });
+
+  it('maps a domain error to its code, message, ErrorInfo and BadRequest', async () => {
+    const { error, lines } = await invoke(async () => {
+      throw DomainError.invalidArgument([
+        { field: 'email', description: 'must be an email address' },
+        { field: 'client.ip_address', description: 'must be an IP address' },
+      ]);
+    }, {});
+    expect(error?.code).toBe(status.INVALID_ARGUMENT);
+    expect(error?.details).toBe('invalid request: email, client.ip_address');
+    expect(errorDetails(error as ServiceError)).toEqual({
+      reason: 'INVALID_ARGUMENT',
+      domain: 'latchkey',
+      fields: ['email', 'client.ip_address'],
+    });
+    expect(lines.find((l) => l.msg === 'rpc')).toMatchObject({ code: 'INVALID_ARGUMENT', reason: 'INVALID_ARGUMENT' });
+  });
+
+  it.each([
+    ['EMAIL_TAKEN', status.ALREADY_EXISTS],
+    ['INVALID_CREDENTIALS', status.UNAUTHENTICATED],
+    ['ACCOUNT_DISABLED', status.PERMISSION_DENIED],
+    ['SESSION_NOT_FOUND', status.NOT_FOUND],
+    ['RATE_LIMITED', status.RESOURCE_EXHAUSTED],
+    ['CURSOR_EXPIRED', status.OUT_OF_RANGE],
+    ['EMAIL_ALREADY_VERIFIED', status.FAILED_PRECONDITION],
+  ] as const)('sends %s with the one code the contract gives it', async (reason, code) => {
+    const { error } = await invoke(async () => {
+      throw new DomainError(reason, 'x');
+    }, {});
+    expect(error?.code).toBe(code);
+    expect(errorDetails(error as ServiceError).reason).toBe(reason);
+  });
+
+  it('turns an unexpected error into INTERNAL with a generic message and logs the original under the same id', async () => {
+    const { error, lines } = await invoke(async () => {
+      throw new TypeError('cannot read secret-password-123 of undefined');
+    }, {});
+    expect(error?.code).toBe(status.INTERNAL);
+    const match = /^internal error \(reference ([0-9a-f-]{36})\)$/.exec(error!.details!);
+    expect(match).not.toBeNull();
+    expect(error!.details).not.toContain('secret-password-123');
+    const info = errorDetails(error as ServiceError);
+    expect(info.reason).toBe('INTERNAL');
+    const logged = lines.find((l) => l.msg === 'unexpected error in handler');
+    expect(logged).toMatchObject({ errorId: match![1], method: '/test.v1.Test/Do' });
+    expect(JSON.stringify(logged)).toContain('secret-password-123');
+  });
+
+  it('turns a lost database connection into UNAVAILABLE and reports it to the monitor', async () => {
+    const refused = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+    const wrappedByOrm = new Error('driver failure', { cause: refused });
+    const { error, database } = await invoke(async () => {
+      throw wrappedByOrm;
+    }, {});
+    expect(error?.code).toBe(status.UNAVAILABLE);
+    expect(errorDetails(error as ServiceError).reason).toBe('UNAVAILABLE');
+    expect(error?.details).not.toContain('5432');
+    expect(database.reportFailure).toHaveBeenCalledTimes(1);
+  });
+
+  it('fails fast with UNAVAILABLE, without running the handler, while the database is known to be down', async () => {
+    const handler = jest.fn(async () => ({}));
+    const { error } = await invoke(handler, {}, { available: false, reportFailure: jest.fn() });
+    expect(error?.code).toBe(status.UNAVAILABLE);
+    expect(handler).not.toHaveBeenCalled();
+  });
+
+  it('runs handlers that do not need the database while it is down', async () => {
+    const { error, response } = await invoke(async () => ({ fine: 1 }), {}, { available: false, reportFailure: jest.fn() }, false);
+    expect(error).toBeNull();
+    expect(response).toEqual({ fine: 1 });
+  });
+
+  it('rejects an undecodable request with INVALID_ARGUMENT before the handler runs', async () => {
+    const handler = jest.fn(async () => ({}));
+    const { error } = await invoke(handler, MALFORMED_REQUEST as unknown as object);
+    expect(error?.code).toBe(status.INVALID_ARGUMENT);
+    expect(handler).not.toHaveBeenCalled();
+  });
+});

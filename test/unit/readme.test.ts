@@ -1,0 +1,26 @@
+import { readFileSync } from 'node:fs';
+import { CONFIG_TABLE_END, CONFIG_TABLE_START, renderConfigTable } from '../../src/config/docs.js';
+import { variables } from '../../src/config/schema.js';
+
+const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+
+describe('README configuration table', () => {
+  it('is exactly what the configuration schema generates (run `npm run docs` to update it)', () => {
+    const start = readme.indexOf(CONFIG_TABLE_START);
+    const end = readme.indexOf(CONFIG_TABLE_END);
+    expect(start).toBeGreaterThan(-1);
+    expect(end).toBeGreaterThan(start);
+    expect(readme.slice(start + CONFIG_TABLE_START.length, end).trim()).toBe(renderConfigTable());
+  });
+
+  it('has one row per variable the service reads', () => {
+    const rows = renderConfigTable().split('\n').slice(2);
+    expect(rows.map((row) => /^\| `([A-Z_]+)`/.exec(row)?.[1])).toEqual(Object.keys(variables));
+  });
+
+  it('never has a default for a secret, so none can ship in the docs or the image', () => {
+    const secrets = Object.entries(variables).filter(([, spec]) => 'secret' in spec && spec.secret);
+    expect(secrets.map(([name]) => name)).toEqual(['DATABASE_URL', 'KEY_ENCRYPTION_KEY']);
+    for (const [, spec] of secrets) expect('default' in spec).toBe(false);
+  });
+});
