@@ -2,6 +2,7 @@ import type { Config } from './config/schema.js';
 import { createGrpcServer } from './grpc/server.js';
 import { createHttpServer } from './http/server.js';
 import type { Logger } from './observability/logger.js';
+import { createMetrics } from './observability/metrics.js';
 import { DatabaseMonitor } from './persistence/database.js';
 import { openDatabase } from './persistence/open.js';
 
@@ -27,15 +28,20 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
     logger: logger.child({ component: 'database' }),
   });
 
+  const metrics = createMetrics();
   let stopping = false;
   const grpc = createGrpcServer(
-    { logger: logger.child({ component: 'grpc' }), database: monitor },
+    { logger: logger.child({ component: 'grpc' }), database: monitor, metrics },
     { maxReceiveMessageBytes: config.GRPC_MAX_RECEIVE_MESSAGE_BYTES, maxSendMessageBytes: config.GRPC_MAX_SEND_MESSAGE_BYTES },
   );
   monitor.onChange((status) => {
+    metrics.setDatabaseUp(status === 'available');
     if (!stopping) grpc.setServing(status === 'available' ? 'SERVING' : 'NOT_SERVING');
   });
-  const http = createHttpServer({ ready: () => !stopping && monitor.available });
+  const http = createHttpServer({
+    ready: () => !stopping && monitor.available,
+    metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
+  });
 
   let grpcPort: number;
   let httpPort: number;

@@ -115,7 +115,7 @@ export const variables = {
     schema: z.string().min(1, 'must not be empty'),
   }),
   HTTP_PORT: variable({
-    description: 'Port of the plain HTTP server (`/healthz`, `/readyz`). `0` picks a free port.',
+    description: 'Port of the plain HTTP server (`/healthz`, `/readyz`, `/metrics`). `0` picks a free port.',
     default: '8080',
     schema: port,
   }),

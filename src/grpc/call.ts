@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { DomainError } from '../domain/errors.js';
 import type { DatabaseMonitor } from '../persistence/database.js';
 import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
 import { toServiceError } from './errors.js';
 
 /** What a handler may know about the call, without touching grpc-js types beyond metadata. */
@@ -17,6 +18,7 @@ export interface CallContext {
 export interface CallDependencies {
   readonly logger: Logger;
   readonly database: Pick<DatabaseMonitor, 'available' | 'reportFailure'>;
+  readonly metrics: Pick<Metrics, 'rpcHandled'>;
 }
 
 export interface HandlerOptions {
@@ -92,19 +94,24 @@ export function unary<Req, Res>(
     run().then(
       (response) => {
         callback(null, response);
-        deps.logger.info({ method, code: 'OK', durationMs: Math.round((performance.now() - started) * 100) / 100 }, 'rpc');
+        const ms = performance.now() - started;
+        deps.metrics.rpcHandled(method, 'OK', ms / 1000);
+        deps.logger.info({ method, code: 'OK', durationMs: Math.round(ms * 100) / 100 }, 'rpc');
       },
       (error: unknown) => {
         const mapped = toServiceError(error, deps.logger, method);
         if (mapped.databaseUnavailable && options.usesDatabase) deps.database.reportFailure(error);
         callback(mapped.error, null);
+        const ms = performance.now() - started;
+        const code = codeName(mapped.code);
+        deps.metrics.rpcHandled(method, code, ms / 1000);
         deps.logger.info(
           {
             method,
-            code: codeName(mapped.code),
+            code,
             reason: error instanceof DomainError ? error.reason : undefined,
             errorId: mapped.errorId,
-            durationMs: Math.round((performance.now() - started) * 100) / 100,
+            durationMs: Math.round(ms * 100) / 100,
           },
           'rpc',
         );
@@ -132,6 +139,7 @@ export function implementService(
       implementation[name] = (call: ServerWritableStream<unknown, unknown>) => {
         const mapped = toServiceError(DomainError.unimplemented(rpc), deps.logger, method.path);
         call.emit('error', mapped.error);
+        deps.metrics.rpcHandled(method.path, codeName(mapped.code), 0);
         deps.logger.info({ method: method.path, code: codeName(mapped.code), durationMs: 0 }, 'rpc');
       };
     } else {

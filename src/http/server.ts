@@ -4,6 +4,8 @@ import type { AddressInfo } from 'node:net';
 export interface HttpProbes {
   /** Ready to take traffic: database reachable and not shutting down. */
   ready(): boolean;
+  /** Prometheus text exposition of the server's metrics. */
+  metrics(): Promise<{ contentType: string; body: string }>;
 }
 
 function send(response: ServerResponse, statusCode: number, body: unknown): void {
@@ -17,7 +19,8 @@ function send(response: ServerResponse, statusCode: number, body: unknown): void
 }
 
 /**
- * The plain-HTTP side: liveness and readiness for load balancers and humans with curl. Anything
+ * The plain-HTTP side: liveness, readiness and Prometheus metrics for load balancers, scrapers and
+ * humans with curl. Anything
  * else is 404; only GET and HEAD are allowed.
  */
 export function createHttpServer(probes: HttpProbes): { server: Server; listen(port: number, host: string): Promise<number>; close(): Promise<void> } {
@@ -37,6 +40,15 @@ export function createHttpServer(probes: HttpProbes): { server: Server; listen(p
         send(response, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready' });
         return;
       }
+      case '/metrics':
+        probes.metrics().then(
+          ({ contentType, body }) => {
+            response.writeHead(200, { 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
+            response.end(body);
+          },
+          () => send(response, 500, { error: 'metrics unavailable' }),
+        );
+        return;
       default:
         send(response, 404, { error: 'not found' });
     }

@@ -26,6 +26,10 @@ afterAll(async () => {
 });
 
 const allHealth = () => Promise.all(SERVICES.map((s) => healthStatus(app.grpcPort, s)));
+const metric = async (name: string) => {
+  const body = await (await fetch(`http://127.0.0.1:${app.httpPort}/metrics`)).text();
+  return new RegExp(`^${name} (\\S+)$`, 'm').exec(body)?.[1];
+};
 const readyz = async () => (await fetch(`http://127.0.0.1:${app.httpPort}/readyz`)).status;
 
 it('goes NOT_SERVING while the database is unreachable and SERVING again when it returns', async () => {
@@ -35,12 +39,14 @@ it('goes NOT_SERVING while the database is unreachable and SERVING again when it
   await proxy.stop();
   expect(await waitFor(allHealth, (s) => s.every((x) => x === 'NOT_SERVING'))).toEqual(['NOT_SERVING', 'NOT_SERVING', 'NOT_SERVING']);
   expect(await readyz()).toBe(503);
+  expect(await metric('latchkey_database_up')).toBe('0');
   // Liveness is about the process, not its dependencies: restarting would not bring the database back.
   expect((await fetch(`http://127.0.0.1:${app.httpPort}/healthz`)).status).toBe(200);
 
   await proxy.start();
   expect(await waitFor(allHealth, (s) => s.every((x) => x === 'SERVING'))).toEqual(['SERVING', 'SERVING', 'SERVING']);
   expect(await readyz()).toBe(200);
+  expect(await metric('latchkey_database_up')).toBe('1');
 });
 
 it('survives repeated outages without leaking into a crash', async () => {

@@ -151,6 +151,23 @@ describe('HTTP probes', () => {
     expect(await readyz.json()).toEqual({ status: 'ready' });
   });
 
+  it('/metrics exposes per-RPC counts by code, latency histograms and database status', async () => {
+    const c = authClient(app.grpcPort);
+    try {
+      await call(c, 'getJwks', {});
+    } finally {
+      c.close();
+    }
+    const response = await get('/metrics');
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+    const body = await response.text();
+    expect(body).toMatch(/^latchkey_grpc_server_handled_total\{method="\/latchkey\.auth\.v1\.AuthService\/GetJwks",code="UNIMPLEMENTED"\} [1-9]\d*$/m);
+    expect(body).toMatch(/^latchkey_grpc_server_handling_seconds_count\{method="\/latchkey\.auth\.v1\.AuthService\/GetJwks"\} [1-9]\d*$/m);
+    expect(body).toMatch(/^latchkey_database_up 1$/m);
+    expect(body).toMatch(/^latchkey_process_resident_memory_bytes \d+$/m);
+  });
+
   it('answers 404 for unknown paths and 405 for other methods', async () => {
     expect((await get('/nope')).status).toBe(404);
     const post = await get('/readyz', 'POST');

@@ -32,18 +32,20 @@ async function invoke<Req>(
   usesDatabase = true,
 ) {
   const { logger, lines } = capturingLogger();
-  const wrapped = unary({ logger, database }, '/test.v1.Test/Do', { usesDatabase }, handler);
+  const metrics = { rpcHandled: jest.fn() };
+  const wrapped = unary({ logger, database, metrics }, '/test.v1.Test/Do', { usesDatabase }, handler);
   const result = await new Promise<{ error: Partial<ServiceError> | null; response: unknown }>((resolve) =>
     wrapped(fakeCall(request), (error, response) => resolve({ error: error as Partial<ServiceError> | null, response })),
   );
   await new Promise((r) => setImmediate(r));
-  return { ...result, lines, database };
+  return { ...result, lines, database, metrics };
 }
 
 describe('unary handler wrapper', () => {
   it('returns the response and logs one line with method, code and duration, never the payload', async () => {
-    const { error, response, lines } = await invoke(async () => ({ ok: true }), { password: 'correct horse battery staple' });
+    const { error, response, lines, metrics } = await invoke(async () => ({ ok: true }), { password: 'correct horse battery staple' });
     expect(error).toBeNull();
+    expect(metrics.rpcHandled).toHaveBeenCalledWith('/test.v1.Test/Do', 'OK', expect.any(Number));
     expect(response).toEqual({ ok: true });
     const rpcLines = lines.filter((l) => l.msg === 'rpc');
     expect(rpcLines).toHaveLength(1);
@@ -53,7 +55,7 @@ describe('unary handler wrapper', () => {
   });
 
   it('maps a domain error to its code, message, ErrorInfo and BadRequest', async () => {
-    const { error, lines } = await invoke(async () => {
+    const { error, lines, metrics } = await invoke(async () => {
       throw DomainError.invalidArgument([
         { field: 'email', description: 'must be an email address' },
         { field: 'client.ip_address', description: 'must be an IP address' },
@@ -67,6 +69,7 @@ describe('unary handler wrapper', () => {
       fields: ['email', 'client.ip_address'],
     });
     expect(lines.find((l) => l.msg === 'rpc')).toMatchObject({ code: 'INVALID_ARGUMENT', reason: 'INVALID_ARGUMENT' });
+    expect(metrics.rpcHandled).toHaveBeenCalledWith('/test.v1.Test/Do', 'INVALID_ARGUMENT', expect.any(Number));
   });
 
   it.each([

@@ -1,0 +1,44 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Prometheus metrics of one server instance, on a registry of its own (so tests can run several). */
+export interface Metrics {
+  readonly registry: Registry;
+  /** Records one finished RPC: its full method path, gRPC code name and duration. */
+  rpcHandled(method: string, code: string, seconds: number): void;
+  setDatabaseUp(up: boolean): void;
+}
+
+export function createMetrics(): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'latchkey_' });
+  const handled = new Counter({
+    name: 'latchkey_grpc_server_handled_total',
+    help: 'RPCs completed on the server, by method and gRPC status code.',
+    labelNames: ['method', 'code'] as const,
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: 'latchkey_grpc_server_handling_seconds',
+    help: 'Time from receiving an RPC to sending its status, by method.',
+    labelNames: ['method'] as const,
+    // From token validation (sub-millisecond) to password hashing (hundreds of milliseconds).
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
+  });
+  const databaseUp = new Gauge({
+    name: 'latchkey_database_up',
+    help: '1 while the database answers health pings, 0 while it is unreachable.',
+    registers: [registry],
+  });
+  databaseUp.set(1);
+  return {
+    registry,
+    rpcHandled(method, code, seconds) {
+      handled.inc({ method, code });
+      duration.observe({ method }, seconds);
+    },
+    setDatabaseUp(up) {
+      databaseUp.set(up ? 1 : 0);
+    },
+  };
+}
