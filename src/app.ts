@@ -16,10 +16,12 @@ export interface RunningApp {
 /**
  * The composition root: config → database → (repositories → domain services) → gRPC handlers and
  * HTTP probes. Plain functions taking their dependencies, so tests wire the same pieces.
+ * `signal` abandons start-up (SIGTERM while waiting for the database); it rejects with an AbortError.
  */
-export async function startApp(config: Config, logger: Logger): Promise<RunningApp> {
+export async function startApp(config: Config, logger: Logger, signal?: AbortSignal): Promise<RunningApp> {
   const database = await openDatabase(config, logger, {
     migrate: config.DATABASE_MIGRATE_ON_START ? 'apply' : 'require-current',
+    signal,
   });
 
   const monitor = new DatabaseMonitor(database.orm, {

@@ -16,28 +16,50 @@ Commands:
 
 Configuration comes from environment variables; see \`latchkey config\`.`;
 
+function exitAfterFlush(logger: Logger, code: number): void {
+  logger.flush(() => process.exit(code));
+}
+
 async function serve(config: Config, logger: Logger): Promise<void> {
-  const app: RunningApp = await startApp(config, logger);
+  // Signal handlers go in first: a SIGTERM while start-up waits for the database abandons it
+  // cleanly instead of killing the process half-way through opening things.
+  const startup = new AbortController();
+  let app: RunningApp | undefined;
   let signals = 0;
+  const stop = (running: RunningApp) =>
+    running.stop().then(
+      () => exitAfterFlush(logger, 0),
+      (error: unknown) => {
+        logger.error({ err: error }, 'error during shutdown');
+        exitAfterFlush(logger, 1);
+      },
+    );
   const onSignal = (signal: NodeJS.Signals) => {
     signals += 1;
     if (signals > 1) {
       logger.warn({ signal }, 'second signal: exiting without waiting for in-flight calls');
-      process.exit(1);
+      exitAfterFlush(logger, 1);
+      return;
     }
     logger.info({ signal, shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT }, 'shutting down');
-    app.stop().then(
-      () => logger.flush(() => process.exit(0)),
-      (error: unknown) => {
-        logger.error({ err: error }, 'error during shutdown');
-        logger.flush(() => process.exit(1));
-      },
-    );
+    if (app) void stop(app);
+    else startup.abort();
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   // A stray rejection is a bug to log and fix, not a reason to drop every caller's in-flight call.
   process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled promise rejection'));
+
+  try {
+    app = await startApp(config, logger, startup.signal);
+  } catch (error) {
+    if (!startup.signal.aborted) throw error;
+    logger.info('stopped during start-up');
+    exitAfterFlush(logger, 0);
+    return;
+  }
+  // The signal may have arrived after the last point start-up checks it.
+  if (startup.signal.aborted) void stop(app);
 }
 
 async function migrate(config: Config, logger: Logger): Promise<void> {
@@ -84,8 +106,11 @@ async function main(argv: string[]): Promise<number> {
     else await migrate(config, logger);
     return command === 'serve' ? -1 : 0;
   } catch (error) {
-    logger.fatal({ err: { name: (error as Error).name, message: (error as Error).message } }, `${command} failed: ${(error as Error).message}`);
+    const message = `${command} failed: ${(error as Error).message}`;
+    logger.fatal({ err: error }, message);
     logger.flush();
+    // Also on stderr, so the reason is visible whatever LOG_LEVEL says.
+    process.stderr.write(`latchkey: ${message}\n`);
     return 1;
   }
 }

@@ -68,10 +68,15 @@ export function createHttpServer(probes: HttpProbes): { server: Server; listen(p
         });
       });
     },
+    /**
+     * Called once the gRPC drain is over, so the probes answered (503) until then. Drops every
+     * remaining connection, including one whose request is still arriving: once the listener is
+     * closed Node no longer times those out, and one half-sent probe would keep the process alive.
+     */
     close() {
       return new Promise((resolve) => {
         server.close(() => resolve());
-        server.closeIdleConnections();
+        server.closeAllConnections();
       });
     },
   };

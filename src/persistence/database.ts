@@ -41,7 +41,7 @@ export function describeDatabaseHost(url: string): string {
 
 export class DatabaseUnreachableError extends Error {
   constructor(host: string, waitedMs: number) {
-    super(`database at ${host} is unreachable after ${Math.round(waitedMs / 1000)}s of retrying`);
+    super(`database at ${host} is unreachable after ${(waitedMs / 1000).toFixed(1)}s of retrying`);
     this.name = 'DatabaseUnreachableError';
   }
 }
@@ -62,24 +62,31 @@ async function ping(orm: Orm, timeoutMs: number): Promise<void> {
 
 /**
  * Start-up: retries with capped exponential backoff until the database answers or `timeoutMs`
- * has passed, then gives up with an error naming the host (never the credentials).
+ * has passed (the last attempt is made at the deadline), then gives up with an error naming the
+ * host (never the credentials). `signal` aborts the wait, e.g. on SIGTERM during start-up.
  */
-export async function waitForDatabase(orm: Orm, options: { timeoutMs: number; host: string; logger: Logger }): Promise<void> {
+export async function waitForDatabase(
+  orm: Orm,
+  options: { timeoutMs: number; host: string; logger: Logger; signal?: AbortSignal },
+): Promise<void> {
   const started = Date.now();
+  const deadline = started + options.timeoutMs;
   let delay = 200;
   for (let attempt = 1; ; attempt++) {
+    options.signal?.throwIfAborted();
     try {
       await ping(orm, Math.max(1_000, Math.min(options.timeoutMs, 10_000)));
       if (attempt > 1) options.logger.info({ host: options.host, attempt }, 'database reachable');
       return;
     } catch (error) {
-      const waited = Date.now() - started;
-      if (waited + delay > options.timeoutMs) throw new DatabaseUnreachableError(options.host, waited);
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) throw new DatabaseUnreachableError(options.host, Date.now() - started);
+      const wait = Math.min(delay, remaining);
       options.logger.warn(
-        { host: options.host, attempt, retryInMs: delay, err: { message: (error as Error).message } },
+        { host: options.host, attempt, retryInMs: wait, err: { message: (error as Error).message } },
         'database not reachable yet, retrying',
       );
-      await sleep(delay);
+      await sleep(wait, undefined, options.signal ? { signal: options.signal } : undefined);
       delay = Math.min(delay * 2, 5_000);
     }
   }

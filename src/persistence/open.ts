@@ -21,12 +21,13 @@ export class SchemaOutdatedError extends Error {
 
 /**
  * Opens the configured database (or starts the embedded one), waits until it answers, and
- * migrates it when asked to. On failure everything opened so far is closed again.
+ * migrates it when asked to. On failure, or when `signal` aborts the wait, everything opened so
+ * far is closed again. Migrations themselves are never interrupted half-way.
  */
 export async function openDatabase(
   config: Config,
   logger: Logger,
-  options: { migrate: 'apply' | 'require-current' | 'skip' },
+  options: { migrate: 'apply' | 'require-current' | 'skip'; signal?: AbortSignal },
 ): Promise<OpenDatabase> {
   let embedded: EmbeddedDatabase | undefined;
   let url = config.DATABASE_URL;
@@ -55,7 +56,8 @@ export async function openDatabase(
     await embedded?.stop();
   };
   try {
-    await waitForDatabase(orm, { timeoutMs: config.DATABASE_CONNECT_TIMEOUT, host, logger });
+    await waitForDatabase(orm, { timeoutMs: config.DATABASE_CONNECT_TIMEOUT, host, logger, signal: options.signal });
+    options.signal?.throwIfAborted();
     const migrate = embedded ? 'apply' : options.migrate;
     if (migrate === 'apply') {
       const applied = await orm.migrator.up();
