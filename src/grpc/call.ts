@@ -61,6 +61,19 @@ export function withSafeDecoding<D extends Record<string, MethodDefinitionLike>>
   return wrapped as D;
 }
 
+const MAX_REQUEST_ID_LENGTH = 128;
+
+/**
+ * The caller's correlation id (`x-request-id`, as Envoy and most gateways set it), so a log line
+ * can be matched with the mesh's access logs. It is caller-controlled text going into our logs:
+ * bounded in length and kept to printable ASCII here, whatever the transport already filtered.
+ */
+function requestIdOf(metadata: Metadata): string | undefined {
+  const value = metadata.get('x-request-id')[0];
+  if (typeof value !== 'string' || value.length === 0) return undefined;
+  return value.slice(0, MAX_REQUEST_ID_LENGTH).replace(/[^\x20-\x7e]/g, '?');
+}
+
 function codeName(code: status): string {
   return status[code] ?? String(code);
 }
@@ -84,6 +97,11 @@ export function unary<Req, Res>(
   return (call, callback) => {
     const started = performance.now();
     const context = contextOf(method, call as ServerUnaryCall<unknown, unknown>);
+    const finish = (code: string, details?: { reason?: string; errorId?: string }) => {
+      const ms = performance.now() - started;
+      deps.metrics.rpcHandled(method, code, ms / 1000);
+      deps.logger.info({ method, code, ...details, durationMs: Math.round(ms * 100) / 100, requestId: requestIdOf(call.metadata) }, 'rpc');
+    };
     const run = async (): Promise<Res> => {
       if ((call.request as unknown) === MALFORMED_REQUEST) {
         throw new DomainError('INVALID_ARGUMENT', `the request is not a valid protobuf message for ${method}`);
@@ -94,27 +112,13 @@ export function unary<Req, Res>(
     run().then(
       (response) => {
         callback(null, response);
-        const ms = performance.now() - started;
-        deps.metrics.rpcHandled(method, 'OK', ms / 1000);
-        deps.logger.info({ method, code: 'OK', durationMs: Math.round(ms * 100) / 100 }, 'rpc');
+        finish('OK');
       },
       (error: unknown) => {
         const mapped = toServiceError(error, deps.logger, method);
         if (mapped.databaseUnavailable && options.usesDatabase) deps.database.reportFailure(error);
         callback(mapped.error, null);
-        const ms = performance.now() - started;
-        const code = codeName(mapped.code);
-        deps.metrics.rpcHandled(method, code, ms / 1000);
-        deps.logger.info(
-          {
-            method,
-            code,
-            reason: error instanceof DomainError ? error.reason : undefined,
-            errorId: mapped.errorId,
-            durationMs: Math.round(ms * 100) / 100,
-          },
-          'rpc',
-        );
+        finish(codeName(mapped.code), { reason: error instanceof DomainError ? error.reason : undefined, errorId: mapped.errorId });
       },
     );
   };

@@ -18,11 +18,8 @@ function capturingLogger() {
   return { logger: createLogger('info', destination), lines };
 }
 
-function fakeCall<Req>(request: Req): ServerUnaryCall<Req, unknown> {
-  return Object.assign(new EventEmitter(), { request, metadata: new Metadata(), getPeer: () => 'ipv4:127.0.0.1:1234' }) as unknown as ServerUnaryCall<
-    Req,
-    unknown
-  >;
+function fakeCall<Req>(request: Req, metadata = new Metadata()): ServerUnaryCall<Req, unknown> {
+  return Object.assign(new EventEmitter(), { request, metadata, getPeer: () => 'ipv4:127.0.0.1:1234' }) as unknown as ServerUnaryCall<Req, unknown>;
 }
 
 async function invoke<Req>(
@@ -30,12 +27,13 @@ async function invoke<Req>(
   request: Req,
   database = { available: true, reportFailure: jest.fn() },
   usesDatabase = true,
+  metadata = new Metadata(),
 ) {
   const { logger, lines } = capturingLogger();
   const metrics = { rpcHandled: jest.fn() };
   const wrapped = unary({ logger, database, metrics }, '/test.v1.Test/Do', { usesDatabase }, handler);
   const result = await new Promise<{ error: Partial<ServiceError> | null; response: unknown }>((resolve) =>
-    wrapped(fakeCall(request), (error, response) => resolve({ error: error as Partial<ServiceError> | null, response })),
+    wrapped(fakeCall(request, metadata), (error, response) => resolve({ error: error as Partial<ServiceError> | null, response })),
   );
   await new Promise((r) => setImmediate(r));
   return { ...result, lines, database, metrics };
@@ -52,6 +50,24 @@ describe('unary handler wrapper', () => {
     expect(rpcLines[0]).toMatchObject({ method: '/test.v1.Test/Do', code: 'OK' });
     expect(typeof rpcLines[0]!.durationMs).toBe('number');
     expect(JSON.stringify(lines)).not.toContain('correct horse');
+  });
+
+  it('logs the caller\'s x-request-id, bounded and printable, for correlation with mesh access logs', async () => {
+    const metadata = new Metadata();
+    metadata.set('x-request-id', 'a1b2c3-d4');
+    const { lines } = await invoke(async () => ({}), {}, undefined, true, metadata);
+    expect(lines.find((l) => l.msg === 'rpc')).toMatchObject({ requestId: 'a1b2c3-d4' });
+
+    // grpc-js drops values with control characters before they reach a handler; the wrapper
+    // does not depend on that (a fake Metadata hands it one directly).
+    const hostile = { get: () => [`evil\u0007${'x'.repeat(500)}`] } as unknown as Metadata;
+    const { lines: hostileLines } = await invoke(async () => ({}), {}, undefined, true, hostile);
+    const requestId = hostileLines.find((l) => l.msg === 'rpc')!.requestId as string;
+    expect(requestId).toHaveLength(128);
+    expect(requestId.startsWith('evil?xxx')).toBe(true);
+
+    const { lines: none } = await invoke(async () => ({}), {});
+    expect(none.find((l) => l.msg === 'rpc')).not.toHaveProperty('requestId');
   });
 
   it('maps a domain error to its code, message, ErrorInfo and BadRequest', async () => {
