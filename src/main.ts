@@ -4,7 +4,7 @@ import { startApp, type RunningApp } from './app.js';
 import { ConfigError, loadConfig } from './config/load.js';
 import { renderConfigTable } from './config/docs.js';
 import type { Config } from './config/schema.js';
-import { createLogger, type Logger } from './observability/logger.js';
+import { createLogger, routeGrpcLogs, type Logger } from './observability/logger.js';
 import { openDatabase } from './persistence/open.js';
 
 const USAGE = `Usage: latchkey <command>
@@ -101,6 +101,7 @@ async function main(argv: string[]): Promise<number> {
     throw error;
   }
   const logger = createLogger(config.LOG_LEVEL);
+  routeGrpcLogs(logger);
   try {
     if (command === 'serve') await serve(config, logger);
     else await migrate(config, logger);

@@ -66,7 +66,7 @@ export function createGrpcServer(deps: CallDependencies, options: GrpcServerOpti
     listen(host, port) {
       return new Promise((resolve, reject) => {
         server.bindAsync(`${host}:${port}`, ServerCredentials.createInsecure(), (error, boundPort) => {
-          if (error) reject(error);
+          if (error) reject(new Error(`cannot listen for gRPC on ${host}:${port} (GRPC_HOST, GRPC_PORT): ${error.message}`));
           else resolve(boundPort);
         });
       });

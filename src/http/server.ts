@@ -61,9 +61,10 @@ export function createHttpServer(probes: HttpProbes): { server: Server; listen(p
     server,
     listen(port, host) {
       return new Promise((resolve, reject) => {
-        server.once('error', reject);
+        const onError = (error: Error) => reject(new Error(`cannot listen for HTTP on ${host}:${port} (HTTP_HOST, HTTP_PORT): ${error.message}`));
+        server.once('error', onError);
         server.listen(port, host, () => {
-          server.off('error', reject);
+          server.off('error', onError);
           resolve((server.address() as AddressInfo).port);
         });
       });

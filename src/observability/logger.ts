@@ -1,3 +1,5 @@
+import { format } from 'node:util';
+import { setLogger, setLogVerbosity, logVerbosity } from '@grpc/grpc-js';
 import { pino, type Logger, type LevelWithSilent } from 'pino';
 
 export type { Logger };
@@ -32,4 +34,18 @@ export function createLogger(level: LevelWithSilent, destination?: pino.Destinat
     },
     destination ?? pino.destination({ sync: false }),
   );
+}
+
+/**
+ * grpc-js writes its own diagnostics to stderr in its own format; route them into the JSON log
+ * instead, so every line the process prints can be parsed the same way.
+ */
+export function routeGrpcLogs(logger: Logger): void {
+  const log = logger.child({ component: 'grpc-js' });
+  setLogger({
+    error: (...args: unknown[]) => log.warn(format(...args)),
+    info: (...args: unknown[]) => log.debug(format(...args)),
+    debug: (...args: unknown[]) => log.trace(format(...args)),
+  });
+  setLogVerbosity(logVerbosity.ERROR);
 }

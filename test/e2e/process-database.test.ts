@@ -3,6 +3,7 @@
  * migrations, migrated by `latchkey migrate`. Runs on the PostgreSQL in TEST_DATABASE_URL, or on
  * an embedded PGlite (reached over its socket, like any server) when that is unset.
  */
+import net, { type AddressInfo } from 'node:net';
 import { Children, closedPort, within } from '../support/children.js';
 import { testEnv } from '../support/config.js';
 import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
@@ -143,5 +144,35 @@ describe('schema migrations', () => {
     const exit = await within(server.exited, 30_000, 'serve to stop', server);
     expect(exit).toEqual({ code: 0, signal: null });
     expect(server.logs().find((line) => line.msg === 'latchkey stopped')).toMatchObject({ forced: false });
+  });
+});
+
+describe('ports already in use', () => {
+  let database: TestDatabase;
+  let blocker: net.Server;
+  let blockedPort: number;
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    blockedPort = (blocker.address() as AddressInfo).port;
+  });
+  afterAll(async () => {
+    await children.killAll();
+    await new Promise((resolve) => blocker.close(resolve));
+    await database?.drop();
+  });
+
+  it.each([
+    ['GRPC_PORT', 'gRPC', 'GRPC_HOST, GRPC_PORT'],
+    ['HTTP_PORT', 'HTTP', 'HTTP_HOST, HTTP_PORT'],
+  ])('a taken %s fails start-up with exit 1 naming the address and the variables', async (variable, what, names) => {
+    const result = await runToExit(runLatchkey(['serve'], processEnv(database, { [variable]: String(blockedPort) })), 'serve to fail');
+    expect(result).toMatchObject({ code: 1, signal: null });
+    expect(result.stderr).toMatch(
+      new RegExp(`^latchkey: serve failed: cannot listen for ${what} on 127\\.0\\.0\\.1:${blockedPort} \\(${names}\\): .*EADDRINUSE.*\\n$`),
+    );
+    expect(result.logs.some((line) => line.msg === 'latchkey serving')).toBe(false);
   });
 });
