@@ -12,3 +12,11 @@ export function parseDuration(text: string): number | undefined {
   const value = Number(match[1]) * UNIT_MS[match[2] as keyof typeof UNIT_MS];
   return Number.isSafeInteger(value) ? value : undefined;
 }
+
+/** Writes milliseconds back in the same notation, with the largest unit that divides evenly. */
+export function formatDuration(ms: number): string {
+  for (const unit of ['d', 'h', 'm', 's'] as const) {
+    if (ms !== 0 && ms % UNIT_MS[unit] === 0) return `${ms / UNIT_MS[unit]}${unit}`;
+  }
+  return `${ms}ms`;
+}

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseDuration } from './duration.js';
+import { formatDuration, parseDuration } from './duration.js';
 
 /**
  * Every environment variable Latchkey reads, in one place. Each entry carries its description,
@@ -43,7 +43,7 @@ const duration = (min: number, max: number) =>
       return z.NEVER;
     }
     if (ms < min || ms > max) {
-      ctx.addIssue({ code: 'custom', message: `must be between ${min}ms and ${max}ms` });
+      ctx.addIssue({ code: 'custom', message: `must be between ${formatDuration(min)} and ${formatDuration(max)}` });
       return z.NEVER;
     }
     return ms;

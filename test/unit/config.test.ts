@@ -1,5 +1,5 @@
 import { ConfigError, loadConfig } from '../../src/config/load.js';
-import { parseDuration } from '../../src/config/duration.js';
+import { formatDuration, parseDuration } from '../../src/config/duration.js';
 
 function problemsOf(env: Record<string, string>): { name: string; message: string }[] {
   try {
@@ -109,6 +109,12 @@ describe('loadConfig', () => {
     expect(ok.NODE_ENV).toBe('production');
   });
 
+  it('states a duration out of range in the same notation', () => {
+    expect(problemsOf({ DATABASE_CONNECT_TIMEOUT: '2h' })).toEqual([
+      { name: 'DATABASE_CONNECT_TIMEOUT', message: 'must be between 100ms and 1h' },
+    ]);
+  });
+
   it('reports a malformed production variable once, not twice', () => {
     const problems = problemsOf({ NODE_ENV: 'production', PUBLIC_URL: 'not a url', DATABASE_URL: 'x', KEY_ENCRYPTION_KEY: 'short' });
     expect(problems.map((p) => p.name)).toEqual(['DATABASE_URL', 'KEY_ENCRYPTION_KEY', 'PUBLIC_URL']);
@@ -133,5 +139,20 @@ describe('parseDuration', () => {
 
   it.each(['', '10', '1.5s', '-1s', '10 s', '1w', 's', '99999999999999999999d'])('rejects %p', (text) => {
     expect(parseDuration(text)).toBeUndefined();
+  });
+});
+
+describe('formatDuration', () => {
+  it.each([
+    [0, '0ms'],
+    [100, '100ms'],
+    [1_500, '1500ms'],
+    [30_000, '30s'],
+    [3_600_000, '1h'],
+    [90 * 60_000, '90m'],
+    [14 * 86_400_000, '14d'],
+  ])('writes %d as %s, which parses back to the same value', (ms, text) => {
+    expect(formatDuration(ms)).toBe(text);
+    expect(parseDuration(text)).toBe(ms);
   });
 });
