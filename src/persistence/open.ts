@@ -8,7 +8,6 @@ export interface OpenDatabase {
   readonly orm: Orm;
   /** Host and port, safe to log. */
   readonly host: string;
-  readonly embedded: boolean;
   close(): Promise<void>;
 }
 
@@ -27,7 +26,7 @@ export class SchemaOutdatedError extends Error {
 export async function openDatabase(
   config: Config,
   logger: Logger,
-  options: { migrate: 'apply' | 'require-current' | 'skip'; signal?: AbortSignal },
+  options: { migrate: 'apply' | 'require-current'; signal?: AbortSignal },
 ): Promise<OpenDatabase> {
   let embedded: EmbeddedDatabase | undefined;
   let url = config.DATABASE_URL;
@@ -70,5 +69,5 @@ export async function openDatabase(
     await close().catch(() => undefined);
     throw error;
   }
-  return { orm, host, embedded: embedded !== undefined, close };
+  return { orm, host, close };
 }

@@ -63,6 +63,23 @@ it('indexes every column that lookups and sweeps filter by', async () => {
   );
 });
 
+it('refuses a one-time token with an unknown purpose at the database', async () => {
+  const userId = '00000000-0000-4000-8000-000000000001';
+  await query(
+    db.url,
+    `insert into users (id, email, password_hash, password_changed_at, created_at, updated_at) values ($1, 'p@example.com', 'x', now(), now(), now())`,
+    [userId],
+  );
+  await expect(
+    query(
+      db.url,
+      `insert into one_time_tokens (id, user_id, purpose, token_hash, created_at, expires_at) values (gen_random_uuid(), $1, 'login_link', '\\x01', now(), now())`,
+      [userId],
+    ),
+  ).rejects.toThrow(/one_time_tokens_purpose_check/);
+  await query(db.url, `delete from users where id = $1`, [userId]);
+});
+
 it('rolls back cleanly (down) and re-applies', async () => {
   await orm.migrator.down();
   expect(await tables()).toEqual(['mikro_orm_migrations']);

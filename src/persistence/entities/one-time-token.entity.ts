@@ -16,7 +16,7 @@ export const OneTimeTokenSchema = defineEntity({
   properties: {
     id: p.uuid().primary(),
     user: p.manyToOne(UserSchema).deleteRule('cascade'),
-    purpose: p.string().length(32),
+    purpose: p.enum(ONE_TIME_TOKEN_PURPOSES),
     tokenHash: p.uint8array().unique('one_time_tokens_token_hash_key'),
     createdAt: p.datetime(),
     expiresAt: p.datetime(),

@@ -50,12 +50,14 @@ export class Migration20261123000000Initial extends Migration {
     this.addSql(`create table "one_time_tokens" (
       "id" uuid not null,
       "user_id" uuid not null,
-      "purpose" varchar(32) not null,
+      "purpose" text not null,
       "token_hash" bytea not null,
       "created_at" timestamptz not null,
       "expires_at" timestamptz not null,
       "used_at" timestamptz null,
       primary key ("id"));`);
+    this.addSql(`alter table "one_time_tokens" add constraint "one_time_tokens_purpose_check"
+      check ("purpose" in ('password_reset', 'email_verification'));`);
     this.addSql(`alter table "one_time_tokens" add constraint "one_time_tokens_token_hash_key" unique ("token_hash");`);
     this.addSql(`create index "one_time_tokens_user_id_idx" on "one_time_tokens" ("user_id");`);
     this.addSql(`create index "one_time_tokens_expires_at_idx" on "one_time_tokens" ("expires_at");`);
