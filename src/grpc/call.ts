@@ -78,10 +78,41 @@ function codeName(code: status): string {
   return status[code] ?? String(code);
 }
 
+/**
+ * The handler's view of the call. `peer` and `signal` are built only when a handler asks for them:
+ * this runs on every call, including the token-validation path, which needs neither.
+ */
 function contextOf(method: string, call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): CallContext {
-  const controller = new AbortController();
-  call.once('cancelled', () => controller.abort());
-  return { method, metadata: call.metadata, peer: call.getPeer(), signal: controller.signal };
+  let controller: AbortController | undefined;
+  return {
+    method,
+    metadata: call.metadata,
+    get peer() {
+      return call.getPeer();
+    },
+    get signal() {
+      if (!controller) {
+        const created = new AbortController();
+        if (call.cancelled) created.abort();
+        else call.once('cancelled', () => created.abort());
+        controller = created;
+      }
+      return controller.signal;
+    },
+  };
+}
+
+/** Records one finished call: a metrics sample and one JSON log line (never the payload). */
+function recordCall(
+  deps: CallDependencies,
+  method: string,
+  metadata: Metadata,
+  code: string,
+  ms: number,
+  details?: { reason?: string; errorId?: string },
+): void {
+  deps.metrics.rpcHandled(method, code, ms / 1000);
+  deps.logger.info({ method, code, ...details, durationMs: Math.round(ms * 100) / 100, requestId: requestIdOf(metadata) }, 'rpc');
 }
 
 /**
@@ -97,11 +128,8 @@ export function unary<Req, Res>(
   return (call, callback) => {
     const started = performance.now();
     const context = contextOf(method, call as ServerUnaryCall<unknown, unknown>);
-    const finish = (code: string, details?: { reason?: string; errorId?: string }) => {
-      const ms = performance.now() - started;
-      deps.metrics.rpcHandled(method, code, ms / 1000);
-      deps.logger.info({ method, code, ...details, durationMs: Math.round(ms * 100) / 100, requestId: requestIdOf(call.metadata) }, 'rpc');
-    };
+    const finish = (code: string, details?: { reason?: string; errorId?: string }) =>
+      recordCall(deps, method, call.metadata, code, performance.now() - started, details);
     const run = async (): Promise<Res> => {
       if ((call.request as unknown) === MALFORMED_REQUEST) {
         throw new DomainError('INVALID_ARGUMENT', `the request is not a valid protobuf message for ${method}`);
@@ -141,10 +169,10 @@ export function implementService(
       implementation[name] = given;
     } else if (method.responseStream && !method.requestStream) {
       implementation[name] = (call: ServerWritableStream<unknown, unknown>) => {
-        const mapped = toServiceError(DomainError.unimplemented(rpc), deps.logger, method.path);
+        const error = DomainError.unimplemented(rpc);
+        const mapped = toServiceError(error, deps.logger, method.path);
         call.emit('error', mapped.error);
-        deps.metrics.rpcHandled(method.path, codeName(mapped.code), 0);
-        deps.logger.info({ method: method.path, code: codeName(mapped.code), durationMs: 0 }, 'rpc');
+        recordCall(deps, method.path, call.metadata, codeName(mapped.code), 0, { reason: error.reason });
       };
     } else {
       implementation[name] = unary(deps, method.path, { usesDatabase: false }, async () => {

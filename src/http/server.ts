@@ -20,8 +20,7 @@ function send(response: ServerResponse, statusCode: number, body: unknown): void
 
 /**
  * The plain-HTTP side: liveness, readiness and Prometheus metrics for load balancers, scrapers and
- * humans with curl. Anything
- * else is 404; only GET and HEAD are allowed.
+ * humans with curl. Anything else is 404; only GET and HEAD are allowed.
  */
 export function createHttpServer(probes: HttpProbes): { server: Server; listen(port: number, host: string): Promise<number>; close(): Promise<void> } {
   const server = createServer((request: IncomingMessage, response: ServerResponse) => {

@@ -46,12 +46,14 @@ export class DatabaseUnreachableError extends Error {
   }
 }
 
-async function ping(orm: Orm, timeoutMs: number): Promise<void> {
+/** `select 1`, bounded by `timeoutMs`; `signal` (e.g. SIGTERM during start-up) stops waiting at once. */
+async function ping(orm: Orm, timeoutMs: number, signal?: AbortSignal): Promise<void> {
   const controller = new AbortController();
+  const timer = signal ? AbortSignal.any([controller.signal, signal]) : controller.signal;
   try {
     await Promise.race([
       orm.em.getConnection().execute('select 1'),
-      sleep(timeoutMs, undefined, { signal: controller.signal }).then(() => {
+      sleep(timeoutMs, undefined, { signal: timer }).then(() => {
         throw new Error(`database ping timed out after ${timeoutMs}ms`);
       }),
     ]);
@@ -75,10 +77,11 @@ export async function waitForDatabase(
   for (let attempt = 1; ; attempt++) {
     options.signal?.throwIfAborted();
     try {
-      await ping(orm, Math.max(1_000, Math.min(options.timeoutMs, 10_000)));
+      await ping(orm, Math.max(1_000, Math.min(options.timeoutMs, 10_000)), options.signal);
       if (attempt > 1) options.logger.info({ host: options.host, attempt }, 'database reachable');
       return;
     } catch (error) {
+      options.signal?.throwIfAborted();
       const remaining = deadline - Date.now();
       if (remaining <= 0) throw new DatabaseUnreachableError(options.host, Date.now() - started);
       const wait = Math.min(delay, remaining);

@@ -9,6 +9,7 @@ import { testEnv } from '../support/config.js';
 import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
 import { processEnv } from '../support/process-env.js';
 import { runLatchkey, startLatchkey, type LatchkeyProcess } from '../support/process.js';
+import { TcpProxy } from '../support/proxy.js';
 
 const INITIAL_MIGRATION = 'Migration20261123000000Initial';
 
@@ -70,6 +71,45 @@ describe('signals during start-up', () => {
     expect(await within(proc.exited, 15_000, 'the process to exit', proc)).toEqual({ code: 0, signal: null });
     expect(proc.logs().map((line) => line.msg)).toEqual(expect.arrayContaining(['shutting down', 'stopped during start-up']));
     expect(proc.logs().some((line) => line.level === 'fatal')).toBe(false);
+  });
+});
+
+describe('signals during start-up against a hung database', () => {
+  let database: TestDatabase;
+  let proxy: TcpProxy;
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    proxy = TcpProxy.forUrl(database.url);
+    await proxy.start();
+  });
+  afterAll(async () => {
+    await children.killAll();
+    await proxy?.stop();
+    await database?.drop();
+  });
+
+  it('SIGTERM while a start-up ping hangs leaves the retry loop at once and exits 0', async () => {
+    // The database accepts connections and never answers, so the first ping hangs until the
+    // connection attempt times out. SIGTERM must end the wait for the ping and the retries (no
+    // further retry is logged); closing the pool still lets that one attempt time out (≤ 5s).
+    proxy.freeze();
+    const proc = children.track(
+      runLatchkey(['serve'], testEnv(proxy.rewrite(database.url), { LOG_LEVEL: 'info', DATABASE_CONNECT_TIMEOUT: '10m' })),
+    );
+    await within(
+      (async () => {
+        while (proxy.openSockets === 0) await new Promise((r) => setTimeout(r, 20));
+      })(),
+      15_000,
+      'the first connection attempt',
+      proc,
+    );
+    proc.child.kill('SIGTERM');
+    expect(await within(proc.exited, 15_000, 'the process to exit', proc)).toEqual({ code: 0, signal: null });
+    const messages = proc.logs().map((line) => line.msg);
+    expect(messages.slice(messages.indexOf('shutting down'))).toEqual(['shutting down', 'stopped during start-up']);
+    proxy.thaw();
   });
 });
 

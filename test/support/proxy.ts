@@ -25,6 +25,11 @@ export class TcpProxy {
     return parsed.toString();
   }
 
+  /** Client and upstream sockets currently open through the proxy. */
+  get openSockets(): number {
+    return this.#sockets.size;
+  }
+
   get port(): number {
     return this.#port;
   }

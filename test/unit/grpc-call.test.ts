@@ -151,3 +151,46 @@ describe('unary handler wrapper', () => {
     expect(handler).not.toHaveBeenCalled();
   });
 });
+
+describe('call context', () => {
+  it('gives the handler an abort signal that fires when the client cancels', async () => {
+    const { logger } = capturingLogger();
+    const call = fakeCall({});
+    let seen: AbortSignal | undefined;
+    let release!: () => void;
+    const wrapped = unary(
+      { logger, database: { available: true, reportFailure: jest.fn() }, metrics: { rpcHandled: jest.fn() } },
+      '/test.v1.Test/Do',
+      { usesDatabase: false },
+      async (_request, context) => {
+        seen = context.signal;
+        await new Promise<void>((resolve) => (release = resolve));
+        return {};
+      },
+    );
+    const done = new Promise((resolve) => wrapped(call, resolve));
+    await new Promise((r) => setImmediate(r));
+    expect(seen?.aborted).toBe(false);
+    call.emit('cancelled');
+    expect(seen?.aborted).toBe(true);
+    release();
+    await done;
+  });
+
+  it('gives an already-aborted signal when the call was cancelled before the handler asked', async () => {
+    const { logger } = capturingLogger();
+    const call = Object.assign(fakeCall({}), { cancelled: true });
+    let aborted: boolean | undefined;
+    const wrapped = unary(
+      { logger, database: { available: true, reportFailure: jest.fn() }, metrics: { rpcHandled: jest.fn() } },
+      '/test.v1.Test/Do',
+      { usesDatabase: false },
+      async (_request, context) => {
+        aborted = context.signal.aborted;
+        return {};
+      },
+    );
+    await new Promise((resolve) => wrapped(call, resolve));
+    expect(aborted).toBe(true);
+  });
+});
