@@ -1,4 +1,11 @@
 import type { Config } from './config/schema.js';
+import { AuthService } from './domain/auth/auth-service.js';
+import { systemClock, type Clock } from './domain/clock.js';
+import { resolveKeyEncryptionKey } from './domain/keys/key-encryption-key.js';
+import { KeyRing } from './domain/keys/key-ring.js';
+import { PasswordHasher } from './domain/passwords/hasher.js';
+import { AccessTokens } from './domain/tokens/access-tokens.js';
+import { RefreshSecretDeriver } from './domain/tokens/refresh-tokens.js';
 import { createGrpcServer } from './grpc/server.js';
 import { createHttpServer } from './http/server.js';
 import type { Logger } from './observability/logger.js';
@@ -14,15 +21,49 @@ export interface RunningApp {
 }
 
 /**
- * The composition root: config → database → (repositories → domain services) → gRPC handlers and
- * HTTP probes. Plain functions taking their dependencies, so tests wire the same pieces.
+ * The composition root: config → database → signing keys, password hasher → domain services →
+ * gRPC handlers and HTTP endpoints. Plain functions taking their dependencies, so tests wire the same pieces.
  * `signal` abandons start-up (SIGTERM while waiting for the database); it rejects with an AbortError.
  */
-export async function startApp(config: Config, logger: Logger, signal?: AbortSignal): Promise<RunningApp> {
+export interface AppOverrides {
+  /** Replaces the system clock, so tests can move time instead of sleeping. */
+  readonly clock?: Clock;
+}
+
+export async function startApp(config: Config, logger: Logger, signal?: AbortSignal, overrides: AppOverrides = {}): Promise<RunningApp> {
+  const clock = overrides.clock ?? systemClock;
+  const keyEncryptionKey = await resolveKeyEncryptionKey(config, logger);
   const database = await openDatabase(config, logger, {
     migrate: config.DATABASE_MIGRATE_ON_START ? 'apply' : 'require-current',
     signal,
   });
+
+  let auth: AuthService;
+  try {
+    // Signing keys are loaded (and the first pair created) before serving: a wrong
+    // KEY_ENCRYPTION_KEY fails start-up here, loudly, instead of failing every login.
+    const keys = await KeyRing.load(database.orm.em.fork(), keyEncryptionKey, clock);
+    // Made once at start-up: the dummy hash compared against for unknown emails.
+    const hasher = await PasswordHasher.create({
+      cost: config.BCRYPT_COST,
+      concurrency: config.PASSWORD_HASH_CONCURRENCY,
+      queueLimit: config.PASSWORD_HASH_QUEUE_LIMIT,
+    });
+    auth = new AuthService({
+      orm: database.orm,
+      hasher,
+      keys,
+      accessTokens: new AccessTokens(keys, { issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE, ttlMs: config.ACCESS_TOKEN_TTL }, clock),
+      refreshSecrets: new RefreshSecretDeriver(keyEncryptionKey),
+      sessionPolicy: { idleTimeoutMs: config.SESSION_IDLE_TIMEOUT, maxLifetimeMs: config.SESSION_MAX_LIFETIME },
+      clock,
+      logger: logger.child({ component: 'auth' }),
+    });
+    logger.info({ kid: keys.signing.kid, publishedKeys: keys.keyIds.length }, 'signing keys loaded');
+  } catch (error) {
+    await database.close();
+    throw error;
+  }
 
   const monitor = new DatabaseMonitor(database.orm, {
     intervalMs: config.DATABASE_HEALTH_INTERVAL,
@@ -34,6 +75,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
   let stopping = false;
   const grpc = createGrpcServer(
     { logger: logger.child({ component: 'grpc' }), database: monitor, metrics },
+    { auth },
     { maxReceiveMessageBytes: config.GRPC_MAX_RECEIVE_MESSAGE_BYTES, maxSendMessageBytes: config.GRPC_MAX_SEND_MESSAGE_BYTES },
   );
   monitor.onChange((status) => {
@@ -43,6 +85,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
   const http = createHttpServer({
     ready: () => !stopping && monitor.available,
     metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
+    jwks: () => auth.jwks().json,
   });
 
   let grpcPort: number;

@@ -6,7 +6,7 @@ export const CONFIG_TABLE_END = '<!-- config-table:end -->';
 /** Renders the configuration table for the README from the same schema start-up parses. */
 export function renderConfigTable(): string {
   const rows = (Object.entries(variables) as [string, VariableSpec<unknown>][]).map(([name, spec]) => {
-    const fallback = spec.default === undefined ? '—' : `\`${spec.default}\``;
+    const fallback = spec.default !== undefined ? `\`${spec.default}\`` : (spec.derivedDefault ?? '—');
     const description = spec.secret ? `${spec.description} *Secret.*` : spec.description;
     return `| \`${name}\` | ${fallback} | ${description.replaceAll('|', '\\|')} |`;
   });

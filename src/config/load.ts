@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { type Config, type VariableName, type VariableSpec, variables } from './schema.js';
 
 export interface ConfigProblem {
@@ -52,6 +53,20 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
       problems.push({ name: 'PUBLIC_URL', message: 'must be an https:// URL when NODE_ENV=production' });
     }
   }
+
+  if (values.NODE_ENV === 'production' && typeof values.BCRYPT_COST === 'number' && values.BCRYPT_COST < 10) {
+    problems.push({ name: 'BCRYPT_COST', message: 'must be at least 10 when NODE_ENV=production' });
+  }
+  if (
+    typeof values.SESSION_IDLE_TIMEOUT === 'number' &&
+    typeof values.SESSION_MAX_LIFETIME === 'number' &&
+    values.SESSION_IDLE_TIMEOUT > values.SESSION_MAX_LIFETIME
+  ) {
+    problems.push({ name: 'SESSION_IDLE_TIMEOUT', message: 'must not be longer than SESSION_MAX_LIFETIME' });
+  }
+  // Derived defaults: values that follow another variable unless given.
+  values.JWT_ISSUER ??= values.PUBLIC_URL;
+  values.PASSWORD_HASH_CONCURRENCY ??= Math.min(3, Math.max(1, availableParallelism()));
 
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(values) as Config;

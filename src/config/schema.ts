@@ -11,6 +11,11 @@ export interface VariableSpec<T> {
   readonly description: string;
   /** The default as an environment string; undefined means "unset unless given". */
   readonly default?: string;
+  /**
+   * For a default computed at start-up from other settings (see loadConfig): how the docs show it.
+   * Such a variable always has a value.
+   */
+  readonly derivedDefault?: string;
   /** Secret values never appear in errors, logs or docs. */
   readonly secret?: boolean;
   readonly schema: z.ZodType<T, string>;
@@ -173,6 +178,49 @@ export const variables = {
     secret: true,
     schema: encryptionKey,
   }),
+  JWT_ISSUER: variable({
+    description: 'The `iss` claim of access tokens, and the only issuer ValidateToken accepts.',
+    derivedDefault: 'the value of `PUBLIC_URL`',
+    schema: z.string().min(1, 'must not be empty').max(256, 'must be at most 256 characters'),
+  }),
+  JWT_AUDIENCE: variable({
+    description: 'The `aud` claim of access tokens, and the only audience ValidateToken accepts.',
+    default: 'latchkey',
+    schema: z.string().min(1, 'must not be empty').max(256, 'must be at most 256 characters'),
+  }),
+  ACCESS_TOKEN_TTL: variable({
+    description: 'Lifetime of an access token. Short, because a token stays valid until it expires unless checked with `check_revocation`.',
+    default: '15m',
+    schema: duration(60_000, 86_400_000),
+  }),
+  SESSION_IDLE_TIMEOUT: variable({
+    description: 'A session ends when its refresh token is not used for this long. Each refresh extends it, never past `SESSION_MAX_LIFETIME`.',
+    default: '14d',
+    schema: duration(60_000, 365 * 86_400_000),
+  }),
+  SESSION_MAX_LIFETIME: variable({
+    description: 'A session ends this long after its login, however often it is refreshed.',
+    default: '30d',
+    schema: duration(60_000, 365 * 86_400_000),
+  }),
+  BCRYPT_COST: variable({
+    description:
+      'bcrypt cost factor for password hashes (each step doubles the work; 12 takes about 0.2 s per hash on one core). At least 10 in production. Hashes made at another cost are re-hashed on the next successful login.',
+    default: '12',
+    schema: integer(4, 16),
+  }),
+  PASSWORD_HASH_CONCURRENCY: variable({
+    description:
+      'Password hashes computed at once, on the libuv thread pool (4 threads unless `UV_THREADPOOL_SIZE` says otherwise). The default leaves a thread free for other pool work (DNS, files).',
+    derivedDefault: 'CPU cores, at most 3',
+    schema: positiveInt(64),
+  }),
+  PASSWORD_HASH_QUEUE_LIMIT: variable({
+    description:
+      'Password hashes allowed to wait for a free slot. Beyond it, Register and Login fail at once with RESOURCE_EXHAUSTED (`RATE_LIMITED`) instead of piling up; `0` means no waiting at all.',
+    default: '32',
+    schema: integer(0, 10_000),
+  }),
   PUBLIC_URL: variable({
     description: 'Public base URL of the service, used to build links (password reset, email verification). Must be `https://` in production.',
     default: 'http://localhost:8080',
@@ -191,5 +239,5 @@ type ValueOf<N extends VariableName> = z.output<(typeof variables)[N]['schema']>
 
 /** The parsed configuration: one typed field per variable; optional ones without a default may be undefined. */
 export type Config = {
-  readonly [N in VariableName]: (typeof variables)[N] extends { default: string } ? ValueOf<N> : ValueOf<N> | undefined;
+  readonly [N in VariableName]: (typeof variables)[N] extends { default: string } | { derivedDefault: string } ? ValueOf<N> : ValueOf<N> | undefined;
 };

@@ -21,12 +21,13 @@ export interface CallDependencies {
   readonly metrics: Pick<Metrics, 'rpcHandled'>;
 }
 
-export interface HandlerOptions {
+export interface HandlerOptions<Req = unknown> {
   /**
-   * Whether the RPC needs the database. Such calls fail fast with UNAVAILABLE while the database
-   * is known to be down, instead of queueing on a dead pool until the deadline.
+   * Whether the RPC needs the database (or, per request, whether this request does). Such calls
+   * fail fast with UNAVAILABLE while the database is known to be down, instead of queueing on a
+   * dead pool until the deadline.
    */
-  readonly usesDatabase: boolean;
+  readonly usesDatabase: boolean | ((request: Req) => boolean);
 }
 
 /** Stands in for a request whose bytes are not a valid message of the RPC's request type. */
@@ -122,7 +123,7 @@ function recordCall(
 export function unary<Req, Res>(
   deps: CallDependencies,
   method: string,
-  options: HandlerOptions,
+  options: HandlerOptions<Req>,
   handler: (request: Req, context: CallContext) => Promise<Res>,
 ): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
   return (call, callback) => {
@@ -130,11 +131,13 @@ export function unary<Req, Res>(
     const context = contextOf(method, call as ServerUnaryCall<unknown, unknown>);
     const finish = (code: string, details?: { reason?: string; errorId?: string }) =>
       recordCall(deps, method, call.metadata, code, performance.now() - started, details);
+    let usesDatabase = false;
     const run = async (): Promise<Res> => {
       if ((call.request as unknown) === MALFORMED_REQUEST) {
         throw new DomainError('INVALID_ARGUMENT', `the request is not a valid protobuf message for ${method}`);
       }
-      if (options.usesDatabase && !deps.database.available) throw DomainError.unavailable();
+      usesDatabase = typeof options.usesDatabase === 'function' ? options.usesDatabase(call.request) : options.usesDatabase;
+      if (usesDatabase && !deps.database.available) throw DomainError.unavailable();
       return handler(call.request, context);
     };
     run().then(
@@ -144,7 +147,7 @@ export function unary<Req, Res>(
       },
       (error: unknown) => {
         const mapped = toServiceError(error, deps.logger, method);
-        if (mapped.databaseUnavailable && options.usesDatabase) deps.database.reportFailure(error);
+        if (mapped.databaseUnavailable && usesDatabase) deps.database.reportFailure(error);
         callback(mapped.error, null);
         finish(codeName(mapped.code), { reason: error instanceof DomainError ? error.reason : undefined, errorId: mapped.errorId });
       },

@@ -3,6 +3,7 @@ import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus } from 'grpc-health-check';
+import type { AuthService } from '../domain/auth/auth-service.js';
 import { AuthServiceService } from '../generated/latchkey/auth/v1/auth_service.js';
 import { SessionServiceService } from '../generated/latchkey/session/v1/session_service.js';
 import { implementService, withSafeDecoding, type CallDependencies } from './call.js';
@@ -30,7 +31,11 @@ export interface GrpcServer {
   shutdown(timeoutMs: number): Promise<{ forced: boolean }>;
 }
 
-export function createGrpcServer(deps: CallDependencies, options: GrpcServerOptions): GrpcServer {
+export interface GrpcServices {
+  readonly auth: AuthService;
+}
+
+export function createGrpcServer(deps: CallDependencies, services: GrpcServices, options: GrpcServerOptions): GrpcServer {
   const server = new Server({
     'grpc.max_receive_message_length': options.maxReceiveMessageBytes,
     'grpc.max_send_message_length': options.maxSendMessageBytes,
@@ -43,7 +48,7 @@ export function createGrpcServer(deps: CallDependencies, options: GrpcServerOpti
     'grpc.max_concurrent_streams': 1_000,
   });
 
-  server.addService(withSafeDecoding(AuthServiceService), implementService(deps, AuthServiceService, createAuthHandlers(deps)));
+  server.addService(withSafeDecoding(AuthServiceService), implementService(deps, AuthServiceService, createAuthHandlers(deps, services.auth)));
   server.addService(
     withSafeDecoding(SessionServiceService),
     implementService(deps, SessionServiceService, createSessionHandlers(deps)),

@@ -6,6 +6,8 @@ export interface HttpProbes {
   ready(): boolean;
   /** Prometheus text exposition of the server's metrics. */
   metrics(): Promise<{ contentType: string; body: string }>;
+  /** The public JSON Web Key Set, already rendered. */
+  jwks(): string;
 }
 
 function send(response: ServerResponse, statusCode: number, body: unknown): void {
@@ -19,8 +21,8 @@ function send(response: ServerResponse, statusCode: number, body: unknown): void
 }
 
 /**
- * The plain-HTTP side: liveness, readiness and Prometheus metrics for load balancers, scrapers and
- * humans with curl. Anything else is 404; only GET and HEAD are allowed.
+ * The plain-HTTP side: the JWKS for token verifiers, liveness, readiness and Prometheus metrics for
+ * load balancers, scrapers and humans with curl. Anything else is 404; only GET and HEAD are allowed.
  */
 export function createHttpServer(probes: HttpProbes): { server: Server; listen(port: number, host: string): Promise<number>; close(): Promise<void> } {
   const server = createServer((request: IncomingMessage, response: ServerResponse) => {
@@ -31,6 +33,17 @@ export function createHttpServer(probes: HttpProbes): { server: Server; listen(p
     }
     const path = (request.url ?? '/').split('?')[0];
     switch (path) {
+      case '/.well-known/jwks.json': {
+        const body = probes.jwks();
+        // A few minutes of caching: new keys are published well before they sign (see GetJwks).
+        response.writeHead(200, {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+          'cache-control': 'public, max-age=300',
+        });
+        response.end(body);
+        return;
+      }
       case '/healthz':
         send(response, 200, { status: 'ok' });
         return;

@@ -1,6 +1,8 @@
 import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 
+export const TEST_KEY_ENCRYPTION_KEY = Buffer.alloc(32, 7).toString('base64');
+
 /** Environment for a server under test: loopback, free ports, quiet logs, its own database. */
 export function testEnv(databaseUrl: string | undefined, overrides: Record<string, string> = {}): Record<string, string> {
   return {
@@ -14,6 +16,10 @@ export function testEnv(databaseUrl: string | undefined, overrides: Record<strin
     DATABASE_HEALTH_INTERVAL: '200ms',
     DATABASE_CONNECT_TIMEOUT: '5s',
     SHUTDOWN_TIMEOUT: '5s',
+    // A fixed key: tests never write a generated one into the working tree.
+    KEY_ENCRYPTION_KEY: TEST_KEY_ENCRYPTION_KEY,
+    // The cheapest cost bcrypt allows; the cost only changes timing, which tests never assert.
+    BCRYPT_COST: '4',
     ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
     ...overrides,
   };

@@ -4,6 +4,7 @@ describe('HTTP probe server', () => {
   it('answers 500 without details when metrics cannot be collected, and keeps serving', async () => {
     const http = createHttpServer({
       ready: () => true,
+      jwks: () => '{"keys":[]}',
       metrics: async () => {
         throw new Error('collector exploded: secret-internal-detail');
       },
@@ -20,7 +21,7 @@ describe('HTTP probe server', () => {
   });
 
   it('answers HEAD like GET without a body', async () => {
-    const http = createHttpServer({ ready: () => false, metrics: async () => ({ contentType: 'text/plain', body: '' }) });
+    const http = createHttpServer({ ready: () => false, jwks: () => '{"keys":[]}', metrics: async () => ({ contentType: 'text/plain', body: '' }) });
     const port = await http.listen(0, '127.0.0.1');
     try {
       const response = await fetch(`http://127.0.0.1:${port}/readyz`, { method: 'HEAD' });

@@ -1,10 +1,101 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
-import type { CallDependencies } from '../call.js';
+import type { AuthService } from '../../domain/auth/auth-service.js';
+import type { UserRecord } from '../../persistence/repositories/users.js';
+import type {
+  GetJwksRequest,
+  GetJwksResponse,
+  LoginRequest,
+  LoginResponse,
+  LogoutRequest,
+  LogoutResponse,
+  RefreshTokenRequest,
+  RefreshTokenResponse,
+  RegisterRequest,
+  RegisterResponse,
+  TokenPair,
+  User,
+  ValidateTokenRequest,
+  ValidateTokenResponse,
+} from '../../generated/latchkey/auth/v1/auth_service.js';
+import type { IssuedTokens } from '../../domain/auth/auth-service.js';
+import { unary, type CallDependencies } from '../call.js';
+
+const PREFIX = '/latchkey.auth.v1.AuthService/';
+
+export function toUserMessage(user: UserRecord): User {
+  return {
+    id: user.id,
+    email: user.email,
+    displayName: user.displayName,
+    emailVerified: user.emailVerifiedAt !== null,
+    disabled: user.disabledAt !== null,
+    roles: [...new Set(user.roles)].sort(),
+    createdAt: user.createdAt,
+    updatedAt: user.updatedAt,
+    lastLoginAt: user.lastLoginAt ?? undefined,
+  };
+}
+
+function toTokenPair(tokens: IssuedTokens): TokenPair {
+  return {
+    accessToken: tokens.accessToken,
+    accessTokenExpiresAt: tokens.accessTokenExpiresAt,
+    refreshToken: tokens.refreshToken,
+    refreshTokenExpiresAt: tokens.refreshTokenExpiresAt,
+    tokenType: 'Bearer',
+  };
+}
 
 /**
  * AuthService handlers: they translate protobuf messages to domain calls and back, nothing more.
  * Methods not returned here answer UNIMPLEMENTED naming the RPC (see implementService).
  */
-export function createAuthHandlers(_deps: CallDependencies): UntypedServiceImplementation {
-  return {};
+export function createAuthHandlers(deps: CallDependencies, auth: AuthService): UntypedServiceImplementation {
+  return {
+    register: unary<RegisterRequest, RegisterResponse>(deps, `${PREFIX}Register`, { usesDatabase: true }, async (request, context) => {
+      const user = await auth.register({ email: request.email, password: request.password, displayName: request.displayName }, context.signal);
+      return { user: toUserMessage(user) };
+    }),
+
+    login: unary<LoginRequest, LoginResponse>(deps, `${PREFIX}Login`, { usesDatabase: true }, async (request, context) => {
+      const result = await auth.login({ email: request.email, password: request.password, client: request.client }, context.signal);
+      return { tokens: toTokenPair(result.tokens), sessionId: result.sessionId, user: toUserMessage(result.user) };
+    }),
+
+    refreshToken: unary<RefreshTokenRequest, RefreshTokenResponse>(deps, `${PREFIX}RefreshToken`, { usesDatabase: true }, async (request) => {
+      const tokens = await auth.refresh({ refreshToken: request.refreshToken, client: request.client });
+      return { tokens: toTokenPair(tokens) };
+    }),
+
+    logout: unary<LogoutRequest, LogoutResponse>(deps, `${PREFIX}Logout`, { usesDatabase: true }, async (request) => {
+      await auth.logout({ refreshToken: request.refreshToken });
+      return {};
+    }),
+
+    validateToken: unary<ValidateTokenRequest, ValidateTokenResponse>(
+      deps,
+      `${PREFIX}ValidateToken`,
+      // Plain validation never touches the database, so it keeps working through an outage.
+      { usesDatabase: (request) => request.checkRevocation },
+      async (request) => {
+        const claims = await auth.validate({ accessToken: request.accessToken, checkRevocation: request.checkRevocation });
+        return {
+          claims: {
+            userId: claims.userId,
+            sessionId: claims.sessionId,
+            email: claims.email,
+            roles: [...claims.roles],
+            issuedAt: new Date(claims.issuedAt * 1000),
+            expiresAt: new Date(claims.expiresAt * 1000),
+            tokenId: claims.tokenId,
+          },
+        };
+      },
+    ),
+
+    getJwks: unary<GetJwksRequest, GetJwksResponse>(deps, `${PREFIX}GetJwks`, { usesDatabase: false }, async () => {
+      const jwks = auth.jwks();
+      return { jwksJson: jwks.json, keyIds: [...jwks.keyIds] };
+    }),
+  };
 }

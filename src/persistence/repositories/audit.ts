@@ -1,0 +1,38 @@
+import type { EntityManager } from '@mikro-orm/postgresql';
+import { run } from './sql.js';
+
+/** Names of audit events, as stored in `audit_events.event_type`. */
+export type AuditEventType = 'user.registered' | 'login.succeeded' | 'login.failed' | 'session.logged_out';
+
+export interface AuditEntry {
+  readonly type: AuditEventType;
+  readonly occurredAt: Date;
+  readonly userId?: string | null;
+  readonly sessionId?: string | null;
+  readonly ipAddress?: string;
+  readonly userAgent?: string;
+  /** Never a password or a token. */
+  readonly details?: Record<string, unknown>;
+}
+
+/** Column list and values of one audit row, for statements that insert it alongside other work. */
+export function auditValues(entry: AuditEntry): unknown[] {
+  return [
+    entry.occurredAt,
+    entry.type,
+    entry.userId ?? null,
+    entry.sessionId ?? null,
+    entry.ipAddress || null,
+    entry.userAgent || null,
+    JSON.stringify(entry.details ?? {}),
+  ];
+}
+
+export const AUDIT_COLUMNS = 'occurred_at, event_type, user_id, session_id, ip_address, user_agent, details';
+export const AUDIT_PLACEHOLDERS = '?, ?, ?::uuid, ?::uuid, ?, ?, ?::jsonb';
+
+export const auditEvents = {
+  async insert(em: EntityManager, entry: AuditEntry): Promise<void> {
+    await run(em, `insert into audit_events (${AUDIT_COLUMNS}) values (${AUDIT_PLACEHOLDERS})`, auditValues(entry));
+  },
+};

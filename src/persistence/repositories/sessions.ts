@@ -1,0 +1,201 @@
+import type { EntityManager } from '@mikro-orm/postgresql';
+import { queryOne } from './sql.js';
+import { AUDIT_COLUMNS, AUDIT_PLACEHOLDERS, auditValues, type AuditEntry, type AuditEventType } from './audit.js';
+import { parseTextArray } from './users.js';
+
+export interface NewSession {
+  readonly id: string;
+  readonly userId: string;
+  readonly refreshSecretHash: Buffer;
+  readonly ipAddress: string;
+  readonly userAgent: string;
+  readonly deviceName: string;
+  readonly now: Date;
+  readonly idleExpiresAt: Date;
+  readonly absoluteExpiresAt: Date;
+}
+
+export interface RotatedSession {
+  readonly userId: string;
+  readonly email: string;
+  readonly roles: readonly string[];
+  readonly idleExpiresAt: Date;
+  readonly absoluteExpiresAt: Date;
+}
+
+/** What a failed rotation or logout needs to explain itself. */
+export interface SessionState {
+  readonly userId: string;
+  readonly refreshSecretHash: Buffer;
+  readonly previousSecretHash: Buffer | null;
+  readonly revokedAt: Date | null;
+  readonly idleExpiresAt: Date;
+  readonly absoluteExpiresAt: Date;
+}
+
+const toDate = (value: string | null) => (value === null ? null : new Date(value));
+
+export const sessions = {
+  /**
+   * The write half of a login, in one statement (one round trip): the session, the user's last
+   * sign-in time and the audit event. Nothing else happens on the login path.
+   */
+  async insertForLogin(em: EntityManager, session: NewSession, audit: AuditEntry): Promise<boolean> {
+    const row = await queryOne<{ id: string }>(em, 
+      `with created as (
+         insert into sessions (id, user_id, generation, refresh_secret_hash, ip_address, user_agent, device_name,
+                               created_at, last_used_at, idle_expires_at, absolute_expires_at)
+         select ?, u.id, 0, ?, ?, ?, ?, ?, ?, ?, ? from users u where u.id = ?
+         returning id
+       ), signed_in as (
+         update users set last_login_at = ? where id = ?::uuid and exists (select 1 from created)
+       ), audited as (
+         insert into audit_events (${AUDIT_COLUMNS}) select ${AUDIT_PLACEHOLDERS} from created
+       )
+       select id from created`,
+      [
+        session.id,
+        session.refreshSecretHash,
+        session.ipAddress,
+        session.userAgent,
+        session.deviceName,
+        session.now,
+        session.now,
+        session.idleExpiresAt,
+        session.absoluteExpiresAt,
+        session.userId,
+        session.now,
+        session.userId,
+        ...auditValues(audit),
+      ],
+    );
+    // No row: the user was deleted between the lookup and this insert.
+    return row !== undefined;
+  },
+
+  /**
+   * Rotates the refresh token in one conditional UPDATE: it succeeds only for the current secret
+   * of an active session of an enabled user. Concurrent rotations with one secret serialise on the
+   * row lock, and every one after the first finds the secret already replaced.
+   */
+  async rotate(
+    em: EntityManager,
+    rotation: {
+      sessionId: string;
+      presentedHash: Buffer;
+      nextHash: Buffer;
+      now: Date;
+      idleExpiresAt: Date;
+      client?: { ipAddress: string; userAgent: string; deviceName: string };
+    },
+  ): Promise<RotatedSession | undefined> {
+    const row = await queryOne<{ user_id: string; email: string; roles: string[] | string; idle_expires_at: string; absolute_expires_at: string }>(em, 
+      `update sessions s
+          set generation = s.generation + 1,
+              previous_secret_hash = s.refresh_secret_hash,
+              refresh_secret_hash = ?,
+              rotated_at = ?,
+              last_used_at = ?,
+              idle_expires_at = least(?::timestamptz, s.absolute_expires_at),
+              ip_address = coalesce(?, s.ip_address),
+              user_agent = coalesce(?, s.user_agent),
+              device_name = coalesce(?, s.device_name)
+         from users u
+        where s.id = ? and u.id = s.user_id
+          and s.refresh_secret_hash = ?
+          and s.revoked_at is null and s.idle_expires_at > ? and s.absolute_expires_at > ?
+          and u.disabled_at is null
+      returning s.user_id, u.email, u.roles, s.idle_expires_at, s.absolute_expires_at`,
+      [
+        rotation.nextHash,
+        rotation.now,
+        rotation.now,
+        rotation.idleExpiresAt,
+        rotation.client?.ipAddress ?? null,
+        rotation.client?.userAgent ?? null,
+        rotation.client?.deviceName ?? null,
+        rotation.sessionId,
+        rotation.presentedHash,
+        rotation.now,
+        rotation.now,
+      ],
+    );
+    if (!row) return undefined;
+    return {
+      userId: row.user_id,
+      email: row.email,
+      roles: parseTextArray(row.roles),
+      idleExpiresAt: new Date(row.idle_expires_at),
+      absoluteExpiresAt: new Date(row.absolute_expires_at),
+    };
+  },
+
+  async state(em: EntityManager, sessionId: string): Promise<SessionState | undefined> {
+    const row = await queryOne<| {
+          user_id: string;
+          refresh_secret_hash: Buffer;
+          previous_secret_hash: Buffer | null;
+          revoked_at: string | null;
+          idle_expires_at: string;
+          absolute_expires_at: string;
+        }>(em, 
+      `select s.user_id, s.refresh_secret_hash, s.previous_secret_hash, s.revoked_at, s.idle_expires_at, s.absolute_expires_at
+         from sessions s where s.id = ?`,
+      [sessionId],
+    );
+    if (!row) return undefined;
+    return {
+      userId: row.user_id,
+      refreshSecretHash: row.refresh_secret_hash,
+      previousSecretHash: row.previous_secret_hash,
+      revokedAt: toDate(row.revoked_at),
+      idleExpiresAt: new Date(row.idle_expires_at),
+      absoluteExpiresAt: new Date(row.absolute_expires_at),
+    };
+  },
+
+  /**
+   * Revokes the session if `presentedHash` is its current secret and it is not revoked yet, and
+   * records the audit event (the user and session ids come from the revoked row).
+   */
+  async revokeWithSecret(
+    em: EntityManager,
+    revocation: { sessionId: string; presentedHash: Buffer; now: Date; reason: string },
+    audit: { type: AuditEventType; details?: Record<string, unknown> },
+  ): Promise<boolean> {
+    const row = await queryOne<{ id: string }>(em, 
+      `with revoked as (
+         update sessions set revoked_at = ?, revoked_reason = ?
+          where id = ? and refresh_secret_hash = ? and revoked_at is null
+         returning id, user_id
+       ), audited as (
+         insert into audit_events (${AUDIT_COLUMNS}) select ?, ?, user_id, id, null, null, ?::jsonb from revoked
+       )
+       select id from revoked`,
+      [
+        revocation.now,
+        revocation.reason,
+        revocation.sessionId,
+        revocation.presentedHash,
+        revocation.now,
+        audit.type,
+        JSON.stringify(audit.details ?? {}),
+      ],
+    );
+    return row !== undefined;
+  },
+
+  /** The revocation and expiry of one session of one user, for `check_revocation`. */
+  async activity(
+    em: EntityManager,
+    sessionId: string,
+    userId: string,
+  ): Promise<{ revokedAt: Date | null; idleExpiresAt: Date; absoluteExpiresAt: Date } | undefined> {
+    const row = await queryOne<{ revoked_at: string | null; idle_expires_at: string; absolute_expires_at: string }>(em, 
+      'select revoked_at, idle_expires_at, absolute_expires_at from sessions where id = ? and user_id = ?',
+      [sessionId, userId],
+    );
+    if (!row) return undefined;
+    return { revokedAt: toDate(row.revoked_at), idleExpiresAt: new Date(row.idle_expires_at), absoluteExpiresAt: new Date(row.absolute_expires_at) };
+  },
+};

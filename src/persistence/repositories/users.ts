@@ -1,0 +1,92 @@
+import type { EntityManager } from '@mikro-orm/postgresql';
+import { queryOne, run } from './sql.js';
+import { AUDIT_COLUMNS, AUDIT_PLACEHOLDERS, auditValues, type AuditEntry } from './audit.js';
+
+export interface UserRecord {
+  readonly id: string;
+  readonly email: string;
+  readonly passwordHash: string;
+  readonly displayName: string;
+  readonly roles: readonly string[];
+  readonly emailVerifiedAt: Date | null;
+  readonly disabledAt: Date | null;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+  readonly lastLoginAt: Date | null;
+}
+
+interface RawUser {
+  id: string;
+  email: string;
+  password_hash: string;
+  display_name: string;
+  roles: string[] | string;
+  email_verified_at: string | null;
+  disabled_at: string | null;
+  created_at: string;
+  updated_at: string;
+  last_login_at: string | null;
+}
+
+export const USER_COLUMNS =
+  'id, email, password_hash, display_name, roles, email_verified_at, disabled_at, created_at, updated_at, last_login_at';
+
+const toDate = (value: string | null) => (value === null ? null : new Date(value));
+
+/** Postgres `text[]` arrives parsed from node-postgres, but as its text form through some paths. */
+export function parseTextArray(value: string[] | string): string[] {
+  if (Array.isArray(value)) return value;
+  const inner = value.replace(/^\{|\}$/g, '');
+  return inner === '' ? [] : inner.split(',').map((item) => item.replace(/^"|"$/g, '').replace(/\\(.)/g, '$1'));
+}
+
+export function toUserRecord(raw: RawUser): UserRecord {
+  return {
+    id: raw.id,
+    email: raw.email,
+    passwordHash: raw.password_hash,
+    displayName: raw.display_name,
+    roles: parseTextArray(raw.roles),
+    emailVerifiedAt: toDate(raw.email_verified_at),
+    disabledAt: toDate(raw.disabled_at),
+    createdAt: new Date(raw.created_at),
+    updatedAt: new Date(raw.updated_at),
+    lastLoginAt: toDate(raw.last_login_at),
+  };
+}
+
+export const users = {
+  async findByEmail(em: EntityManager, email: string): Promise<UserRecord | undefined> {
+    const row = await queryOne<RawUser>(em, `select ${USER_COLUMNS} from users where email = ?`, [email]);
+    return row ? toUserRecord(row) : undefined;
+  },
+
+  /**
+   * Creates the user and its audit event in one statement. Undefined when the email is taken: the
+   * unique index decides, so two registrations racing for one address cannot both succeed.
+   */
+  async insert(
+    em: EntityManager,
+    user: { id: string; email: string; passwordHash: string; displayName: string; now: Date },
+    audit: AuditEntry,
+  ): Promise<UserRecord | undefined> {
+    const row = await queryOne<RawUser>(em, 
+      `with created as (
+         insert into users (id, email, password_hash, display_name, password_changed_at, created_at, updated_at)
+         values (?, ?, ?, ?, ?, ?, ?)
+         on conflict (email) do nothing
+         returning ${USER_COLUMNS}
+       ), audited as (
+         insert into audit_events (${AUDIT_COLUMNS}) select ${AUDIT_PLACEHOLDERS} from created
+       )
+       select * from created`,
+      [user.id, user.email, user.passwordHash, user.displayName, user.now, user.now, user.now, ...auditValues(audit)],
+    );
+    return row ? toUserRecord(row) : undefined;
+  },
+
+  /** Replaces a hash only if it is still the one that was checked, so a concurrent password change wins. */
+  async replacePasswordHash(em: EntityManager, id: string, previousHash: string, newHash: string): Promise<boolean> {
+    return (await run(em, 'update users set password_hash = ? where id = ? and password_hash = ?', [newHash, id, previousHash])) === 1;
+  },
+};

@@ -1,0 +1,70 @@
+import { type Client, type ServiceError } from '@grpc/grpc-js';
+import { createPrivateKey, type KeyObject } from 'node:crypto';
+import { openPrivateKey } from '../../src/domain/keys/key-encryption.js';
+import type { AuthServiceClient, LoginResponse, RegisterResponse } from '../../src/generated/latchkey/auth/v1/auth_service.js';
+import { call, errorDetails } from './clients.js';
+import { TEST_KEY_ENCRYPTION_KEY } from './config.js';
+import { query } from './database.js';
+
+/** A clock tests move by hand. */
+export class ManualClock {
+  constructor(public ms = Date.now()) {}
+  now = () => this.ms;
+  advance(ms: number): void {
+    this.ms += ms;
+  }
+}
+
+export const MINUTE = 60_000;
+export const DAY = 24 * 60 * MINUTE;
+
+/** The rows of every table Latchkey writes, as text: equal before and after means nothing changed. */
+export async function storeSnapshot(url: string): Promise<Record<string, string>> {
+  const tables = ['users', 'sessions', 'one_time_tokens', 'signing_keys', 'audit_events'];
+  const snapshot: Record<string, string> = {};
+  for (const table of tables) {
+    const [row] = await query<{ rows: string }>(url, `select coalesce(string_agg(t::text, E'\\n' order by t::text), '') as rows from ${table} t`);
+    snapshot[table] = row!.rows;
+  }
+  return snapshot;
+}
+
+export interface Failure {
+  code?: number;
+  reason?: string;
+  message?: string;
+  fields: string[];
+}
+
+/** The parts of a failed call a client can see: code, ErrorInfo reason, message and BadRequest fields. */
+export function failure(error: ServiceError | undefined): Failure {
+  if (!error) return { fields: [], reason: 'no error' };
+  const details = errorDetails(error);
+  return { code: error.code, reason: details.reason, message: error.details, fields: details.fields };
+}
+
+export async function register(client: AuthServiceClient, email: string, password = 'correct horse battery', displayName = ''): Promise<RegisterResponse> {
+  const { response, error } = await call<object, RegisterResponse>(client as unknown as Client, 'register', { email, password, displayName });
+  if (error) throw new Error(`register failed: ${error.code} ${error.details}`);
+  return response!;
+}
+
+export async function login(client: AuthServiceClient, email: string, password = 'correct horse battery'): Promise<LoginResponse> {
+  const { response, error } = await call<object, LoginResponse>(client as unknown as Client, 'login', {
+    email,
+    password,
+    client: { ipAddress: '203.0.113.7', userAgent: 'jest', deviceName: 'test runner' },
+  });
+  if (error) throw new Error(`login failed: ${error.code} ${error.details}`);
+  return response!;
+}
+
+/** The server's current signing key, decrypted with the test KEK: lets a test forge tokens the server would otherwise accept. */
+export async function serverSigningKey(url: string): Promise<{ kid: string; key: KeyObject }> {
+  const [row] = await query<{ kid: string; private_key_encrypted: Buffer }>(
+    url,
+    'select kid, private_key_encrypted from signing_keys where retired_at is null order by activates_at desc limit 1',
+  );
+  const der = openPrivateKey(Buffer.from(TEST_KEY_ENCRYPTION_KEY, 'base64'), row!.kid, row!.private_key_encrypted);
+  return { kid: row!.kid, key: createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }) };
+}
