@@ -43,8 +43,11 @@ export async function createOrm(options: OrmOptions): Promise<Orm> {
       silent: true,
     },
     discovery: { warnWhenNoEntities: true },
-    debug: false,
-    logger: (message) => log.debug(message),
+    // At LOG_LEVEL=trace every SQL statement is logged (without its parameters, which can hold
+    // password and token hashes): how an operator, or a test, sees what a call sends.
+    debug: log.isLevelEnabled('trace') ? ['query'] : false,
+    colors: false,
+    logger: (message) => log.trace(message),
     // Entities are never loaded implicitly through the global EntityManager: each RPC and each
     // scheduled run forks its own.
     allowGlobalContext: false,
