@@ -1,6 +1,8 @@
+import { type Client, status } from '@grpc/grpc-js';
 import { startApp, type RunningApp } from '../../src/app.js';
 import { createLogger } from '../../src/observability/logger.js';
-import { healthStatus } from '../support/clients.js';
+import { failure, login, register } from '../support/auth.js';
+import { authClient, call, healthStatus } from '../support/clients.js';
 import { testConfig } from '../support/config.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { TcpProxy } from '../support/proxy.js';
@@ -65,4 +67,37 @@ it('goes NOT_SERVING when the database hangs without closing connections, and re
   expect(await readyz()).toBe(503);
   proxy.thaw();
   expect(await waitFor(() => healthStatus(app.grpcPort), (s) => s === 'SERVING', 15_000)).toBe('SERVING');
+});
+
+describe('auth calls during an outage', () => {
+  it('answer UNAVAILABLE where they need the database, keep validating tokens locally, and work again afterwards', async () => {
+    const client = authClient(app.grpcPort);
+    const rpc = (method: string, request: object) => call<object, unknown>(client as unknown as Client, method, request, { deadlineMs: 8_000 });
+    try {
+      await register(client, 'outage@example.com');
+      const signedIn = await login(client, 'outage@example.com');
+
+      await proxy.stop();
+      await waitFor(() => healthStatus(app.grpcPort), (s) => s === 'NOT_SERVING');
+      for (const [method, request] of [
+        ['login', { email: 'outage@example.com', password: 'correct horse battery' }],
+        ['register', { email: 'second@example.com', password: 'correct horse battery' }],
+        ['refreshToken', { refreshToken: signedIn.tokens!.refreshToken }],
+        ['logout', { refreshToken: signedIn.tokens!.refreshToken }],
+        ['validateToken', { accessToken: signedIn.tokens!.accessToken, checkRevocation: true }],
+      ] as const) {
+        const { error } = await rpc(method, request);
+        expect([method, failure(error).code, failure(error).reason]).toEqual([method, status.UNAVAILABLE, 'UNAVAILABLE']);
+      }
+      const local = await rpc('validateToken', { accessToken: signedIn.tokens!.accessToken, checkRevocation: false });
+      expect(local.error).toBeUndefined();
+
+      await proxy.start();
+      await waitFor(() => healthStatus(app.grpcPort), (s) => s === 'SERVING');
+      const refreshed = await rpc('refreshToken', { refreshToken: signedIn.tokens!.refreshToken });
+      expect(refreshed.error).toBeUndefined();
+    } finally {
+      client.close();
+    }
+  });
 });

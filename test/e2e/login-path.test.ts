@@ -1,0 +1,129 @@
+import { type Client, status } from '@grpc/grpc-js';
+import bcrypt from 'bcrypt';
+import { Writable } from 'node:stream';
+import { startApp, type RunningApp } from '../../src/app.js';
+import type { LoginResponse, ValidateTokenResponse } from '../../src/generated/latchkey/auth/v1/auth_service.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { failure, login, register } from '../support/auth.js';
+import { authClient, call } from '../support/clients.js';
+import { testConfig } from '../support/config.js';
+import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
+import { waitFor } from '../support/wait.js';
+
+let db: TestDatabase;
+const apps: RunningApp[] = [];
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+
+afterAll(async () => {
+  for (const app of apps) await app.stop();
+  await db?.drop();
+});
+
+async function start(overrides: Record<string, string>, logger = createLogger('silent')): Promise<RunningApp> {
+  const app = await startApp(testConfig(db.url, overrides), logger, undefined);
+  apps.push(app);
+  return app;
+}
+
+/** SQL statements the server sent, from its trace-level ORM log (statements only, never parameters). */
+class StatementLog extends Writable {
+  statements: string[] = [];
+  override _write(chunk: Buffer, _encoding: string, done: () => void): void {
+    for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) {
+      const entry = JSON.parse(line) as { component?: string; msg?: string };
+      const match = entry.component === 'orm' ? /^\[query\] (.*?)(?: \[took .*)?$/s.exec(entry.msg ?? '') : null;
+      if (match) this.statements.push(match[1]!.replace(/\s+/g, ' ').trim());
+    }
+    done();
+  }
+}
+
+describe('the login path', () => {
+  it('issues exactly a user lookup and one write (session, last sign-in, audit event), and no DELETE', async () => {
+    const log = new StatementLog();
+    const app = await start({}, createLogger('trace', log));
+    const client = authClient(app.grpcPort);
+    try {
+      await register(client, 'path@example.com');
+      log.statements = [];
+      await login(client, 'path@example.com');
+      expect(log.statements).toHaveLength(2);
+      expect(log.statements[0]).toMatch(/^select .* from users where email = \?$/);
+      expect(log.statements[1]).toMatch(/^with created as \( insert into sessions .* update users set last_login_at .* insert into audit_events /);
+      expect(log.statements.join('\n')).not.toMatch(/\bdelete\b/i);
+
+      log.statements = [];
+      const { error } = await call(client as unknown as Client, 'login', { email: 'path@example.com', password: 'wrong password!' });
+      expect(failure(error).reason).toBe('INVALID_CREDENTIALS');
+      expect(log.statements).toHaveLength(2);
+      expect(log.statements[1]).toMatch(/^insert into audit_events /);
+    } finally {
+      client.close();
+    }
+  });
+});
+
+describe('password hashing is bounded', () => {
+  it('fails logins fast with RATE_LIMITED beyond the queue, while token validation keeps answering', async () => {
+    // One hash at a time and no queue, at a cost that takes a visible while per hash.
+    const app = await start({ BCRYPT_COST: '12', PASSWORD_HASH_CONCURRENCY: '1', PASSWORD_HASH_QUEUE_LIMIT: '0' });
+    const client = authClient(app.grpcPort);
+    try {
+      await register(client, 'busy@example.com');
+      const signedIn = await login(client, 'busy@example.com');
+      const logins = Array.from({ length: 6 }, () =>
+        call<object, LoginResponse>(client as unknown as Client, 'login', { email: 'busy@example.com', password: 'correct horse battery' }),
+      );
+      // While the hasher is saturated, validation (no hashing) still answers.
+      const validated = await call<object, ValidateTokenResponse>(client as unknown as Client, 'validateToken', { accessToken: signedIn.tokens!.accessToken });
+      expect(validated.error).toBeUndefined();
+      const results = await Promise.all(logins);
+      const limited = results.filter((r) => r.error);
+      expect(results.filter((r) => !r.error).length).toBeGreaterThanOrEqual(1);
+      expect(limited.length).toBeGreaterThanOrEqual(1);
+      for (const { error } of limited) {
+        expect(failure(error)).toEqual({
+          code: status.RESOURCE_EXHAUSTED,
+          reason: 'RATE_LIMITED',
+          message: 'too many sign-in attempts are being processed; retry shortly',
+          fields: [],
+        });
+      }
+    } finally {
+      client.close();
+    }
+  });
+});
+
+describe('a hash made at another cost', () => {
+  it('is re-hashed at the configured cost after a successful login, and not after a failed one', async () => {
+    const cheap = await start({ BCRYPT_COST: '4' });
+    const cheapClient = authClient(cheap.grpcPort);
+    const user = await register(cheapClient, 'rehash@example.com');
+    cheapClient.close();
+    const hashOf = async () =>
+      (await query<{ password_hash: string }>(db.url, 'select password_hash from users where id = $1', [user.user!.id]))[0]!.password_hash;
+    const original = await hashOf();
+    expect(original).toMatch(/^\$2b\$04\$/);
+
+    const dearer = await start({ BCRYPT_COST: '5' });
+    const client = authClient(dearer.grpcPort);
+    try {
+      const { error } = await call(client as unknown as Client, 'login', { email: 'rehash@example.com', password: 'not the password' });
+      expect(failure(error).reason).toBe('INVALID_CREDENTIALS');
+      expect(await hashOf()).toBe(original);
+
+      await login(client, 'rehash@example.com');
+      const rehashed = await waitFor(hashOf, (hash) => hash !== original);
+      expect(rehashed).toMatch(/^\$2b\$05\$/);
+      // The same password still works, through either server.
+      await login(client, 'rehash@example.com');
+      expect(await bcrypt.getRounds(rehashed)).toBe(5);
+    } finally {
+      client.close();
+    }
+  });
+});

@@ -1,0 +1,157 @@
+import { jest } from '@jest/globals';
+import { ConcurrencyLimiter, LimiterFullError } from '../../src/domain/limiter.js';
+import { checkPassword } from '../../src/domain/passwords/policy.js';
+import { checkClientInfo } from '../../src/domain/sessions/client-info.js';
+import { formatRefreshToken, hashRefreshSecret, parseRefreshToken, RefreshSecretDeriver } from '../../src/domain/tokens/refresh-tokens.js';
+import { normaliseEmail } from '../../src/domain/users/email.js';
+
+describe('ConcurrencyLimiter', () => {
+  const deferred = () => {
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => (resolve = r));
+    return { promise, resolve };
+  };
+
+  it('runs at most `concurrency` tasks, queues up to the limit in order, and refuses the rest at once', async () => {
+    const limiter = new ConcurrencyLimiter(2, 1);
+    const gates = [deferred(), deferred(), deferred()];
+    const order: number[] = [];
+    const runs = gates.map((gate, i) =>
+      limiter.run(async () => {
+        order.push(i);
+        await gate.promise;
+        return i;
+      }),
+    );
+    await expect(limiter.run(async () => 99)).rejects.toBeInstanceOf(LimiterFullError);
+    expect({ running: limiter.running, queued: limiter.queued }).toEqual({ running: 2, queued: 1 });
+    expect(order).toEqual([0, 1]);
+    gates[0]!.resolve();
+    await runs[0];
+    await Promise.resolve();
+    expect(order).toEqual([0, 1, 2]);
+    gates[1]!.resolve();
+    gates[2]!.resolve();
+    expect(await Promise.all(runs)).toEqual([0, 1, 2]);
+    expect({ running: limiter.running, queued: limiter.queued }).toEqual({ running: 0, queued: 0 });
+  });
+
+  it('frees the slot when a task fails', async () => {
+    const limiter = new ConcurrencyLimiter(1, 0);
+    await expect(limiter.run(async () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+    await expect(limiter.run(async () => 'next')).resolves.toBe('next');
+  });
+
+  it('drops a waiting task whose signal aborts, without running it', async () => {
+    const limiter = new ConcurrencyLimiter(1, 5);
+    const gate = deferred();
+    const first = limiter.run(() => gate.promise);
+    const controller = new AbortController();
+    const task = jest.fn(async () => 'ran');
+    const waiting = limiter.run(task, controller.signal);
+    controller.abort(new Error('cancelled'));
+    await expect(waiting).rejects.toThrow('cancelled');
+    expect(limiter.queued).toBe(0);
+    gate.resolve();
+    await first;
+    expect(task).not.toHaveBeenCalled();
+    expect(limiter.running).toBe(0);
+  });
+});
+
+describe('checkPassword', () => {
+  it('counts code points, not UTF-16 units or bytes', () => {
+    expect(checkPassword('p', '😀'.repeat(7), true)).toMatchObject({ problem: { kind: 'weak' } });
+    expect(checkPassword('p', '😀'.repeat(8), true)).toEqual({ text: '😀'.repeat(8) });
+  });
+
+  it('applies the minimum length only to new passwords', () => {
+    expect(checkPassword('p', 'short', false)).toEqual({ text: 'short' });
+  });
+
+  it('normalises to NFKC and never trims', () => {
+    expect(checkPassword('p', '  ﬁne password  ', true)).toEqual({ text: '  fine password  ' });
+  });
+
+  it.each([
+    ['', 'is required'],
+    ['x'.repeat(1025), 'must be at most 1024 bytes of UTF-8'],
+    ['abc\uFFFDdefgh', 'must be valid UTF-8 text'],
+    ['abc\uDC00defgh', 'must be valid UTF-8 text'],
+    ['abc\u0000defgh', 'must not contain NUL characters'],
+  ])('refuses %p', (password, description) => {
+    expect(checkPassword('password', password, true)).toEqual({ problem: { kind: 'invalid', violation: { field: 'password', description } } });
+  });
+});
+
+describe('normaliseEmail', () => {
+  it('trims and lower-cases', () => {
+    expect(normaliseEmail('email', '  Mixed.Case+tag@Example.ORG ')).toEqual({ email: 'mixed.case+tag@example.org' });
+  });
+
+  it.each(['', 'plain', '@example.com', 'a@', 'a@b', 'a@.com', 'a@b..com', 'a b@example.com', 'a@b@example.com', `${'l'.repeat(65)}@example.com`])(
+    'refuses %p',
+    (email) => {
+      expect(normaliseEmail('email', email)).toHaveProperty('violation.field', 'email');
+    },
+  );
+
+  it('accepts internationalised addresses', () => {
+    expect(normaliseEmail('email', 'Ünïcode@bücher.de')).toEqual({ email: 'ünïcode@bücher.de' });
+  });
+});
+
+describe('checkClientInfo', () => {
+  it('accepts IPv4, IPv6 and empty addresses', () => {
+    for (const ipAddress of ['', '192.0.2.1', '2001:db8::1', '::ffff:192.0.2.1']) {
+      expect(checkClientInfo('client', { ipAddress, userAgent: '', deviceName: '' })).toHaveProperty('client.ipAddress', ipAddress);
+    }
+  });
+
+  it('truncates the user agent on a code point boundary and blanks control characters', () => {
+    const result = checkClientInfo('client', { ipAddress: '', userAgent: `${'a'.repeat(511)}😀tail\n`, deviceName: '' });
+    expect(result).toHaveProperty('client.userAgent', `${'a'.repeat(511)}😀`);
+    expect(checkClientInfo('client', { ipAddress: '', userAgent: 'a\nb', deviceName: '' })).toHaveProperty('client.userAgent', 'a b');
+  });
+
+  it('names each bad field by its proto path', () => {
+    expect(checkClientInfo('client', { ipAddress: '10.0.0.256', userAgent: '', deviceName: 'bad\u0000name' })).toEqual({
+      violations: [
+        { field: 'client.ip_address', description: 'must be an IPv4 or IPv6 address' },
+        { field: 'client.device_name', description: 'must not contain control characters' },
+      ],
+    });
+  });
+});
+
+describe('refresh tokens', () => {
+  const sessionId = '0b7e7a4c-3f6d-4d6e-9c1a-2b3c4d5e6f70';
+  const secret = Buffer.alloc(32, 0xab);
+
+  it('round-trip through their text form', () => {
+    const token = formatRefreshToken(sessionId, secret);
+    expect(token).toMatch(/^0b7e7a4c-3f6d-4d6e-9c1a-2b3c4d5e6f70\.[A-Za-z0-9_-]{43}$/);
+    expect(parseRefreshToken(token)).toEqual({ sessionId, secret });
+  });
+
+  it.each(['', sessionId, `${sessionId}.`, `${sessionId.toUpperCase()}.${secret.toString('base64url')}`, `${sessionId}.${secret.toString('base64url')}=`, `x.${secret.toString('base64url')}`])(
+    'refuse %p',
+    (token) => {
+      expect(parseRefreshToken(token)).toBeUndefined();
+    },
+  );
+
+  it('derive the same child from the same parent, and different children from different parents or keys', () => {
+    const deriver = new RefreshSecretDeriver(Buffer.alloc(32, 1));
+    const child = deriver.child(sessionId, secret);
+    expect(child).toHaveLength(32);
+    expect(deriver.child(sessionId, secret)).toEqual(child);
+    expect(deriver.child(sessionId, Buffer.alloc(32, 0xac))).not.toEqual(child);
+    expect(deriver.child('1b7e7a4c-3f6d-4d6e-9c1a-2b3c4d5e6f70', secret)).not.toEqual(child);
+    expect(new RefreshSecretDeriver(Buffer.alloc(32, 2)).child(sessionId, secret)).not.toEqual(child);
+  });
+
+  it('are stored as SHA-256 digests', () => {
+    expect(hashRefreshSecret(secret).toString('hex')).toHaveLength(64);
+  });
+});
