@@ -38,6 +38,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
     signal,
   });
 
+  const metrics = createMetrics();
   let auth: AuthService;
   try {
     // Signing keys are loaded (and the first pair created) before serving: a wrong
@@ -49,6 +50,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
       concurrency: config.PASSWORD_HASH_CONCURRENCY,
       queueLimit: config.PASSWORD_HASH_QUEUE_LIMIT,
     });
+    metrics.observePasswordHashing(() => hasher.load);
     auth = new AuthService({
       orm: database.orm,
       hasher,
@@ -71,7 +73,6 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
     logger: logger.child({ component: 'database' }),
   });
 
-  const metrics = createMetrics();
   let stopping = false;
   const grpc = createGrpcServer(
     { logger: logger.child({ component: 'grpc' }), database: monitor, metrics },

@@ -65,6 +65,11 @@ export function toServiceError(error: unknown, logger: Logger, method: string): 
   if (error instanceof DomainError) {
     return { ...serviceError(error), databaseUnavailable: error.kind === 'unavailable' };
   }
+  // The caller cancelled or its deadline passed while the call waited (for a hashing slot, say):
+  // nobody will read the answer, and it is not a server fault worth an error log line.
+  if (typeof error === 'object' && error !== null && (error as { name?: unknown }).name === 'AbortError') {
+    return { error: { code: status.CANCELLED, details: 'the call was cancelled' }, code: status.CANCELLED, databaseUnavailable: false };
+  }
   if (isDatabaseUnavailable(error)) {
     return { ...serviceError(DomainError.unavailable()), databaseUnavailable: true };
   }

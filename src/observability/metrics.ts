@@ -6,6 +6,8 @@ export interface Metrics {
   /** Records one finished RPC: its full method path, gRPC code name and duration. */
   rpcHandled(method: string, code: string, seconds: number): void;
   setDatabaseUp(up: boolean): void;
+  /** Exposes the password hasher's load, read at scrape time. */
+  observePasswordHashing(load: () => { running: number; queued: number }): void;
 }
 
 export function createMetrics(): Metrics {
@@ -39,6 +41,24 @@ export function createMetrics(): Metrics {
     },
     setDatabaseUp(up) {
       databaseUp.set(up ? 1 : 0);
+    },
+    observePasswordHashing(load) {
+      new Gauge({
+        name: 'latchkey_password_hashes_running',
+        help: 'Password hashes (bcrypt) being computed on the thread pool now.',
+        registers: [registry],
+        collect() {
+          this.set(load().running);
+        },
+      });
+      new Gauge({
+        name: 'latchkey_password_hashes_queued',
+        help: 'Password hashes waiting for a slot; beyond PASSWORD_HASH_QUEUE_LIMIT, Register and Login answer RATE_LIMITED.',
+        registers: [registry],
+        collect() {
+          this.set(load().queued);
+        },
+      });
     },
   };
 }

@@ -17,8 +17,14 @@ beforeAll(async () => {
   db = await createTestDatabase();
 });
 
+// The embedded database serves one connection at a time, so only one server runs at once.
+async function stopAll(): Promise<void> {
+  for (const app of apps.splice(0)) await app.stop();
+}
+afterEach(stopAll);
+
 afterAll(async () => {
-  for (const app of apps) await app.stop();
+  await stopAll();
   await db?.drop();
 });
 
@@ -104,6 +110,7 @@ describe('a hash made at another cost', () => {
     const cheapClient = authClient(cheap.grpcPort);
     const user = await register(cheapClient, 'rehash@example.com');
     cheapClient.close();
+    await stopAll();
     const hashOf = async () =>
       (await query<{ password_hash: string }>(db.url, 'select password_hash from users where id = $1', [user.user!.id]))[0]!.password_hash;
     const original = await hashOf();

@@ -92,7 +92,7 @@ describe('CLI commands', () => {
     expect(rows.map((row) => /^\| `([A-Z_]+)` \| /.exec(row)?.[1])).toEqual(Object.keys(variables));
     for (const [index, [name, spec]] of (Object.entries(variables) as [string, VariableSpec<unknown>][]).entries()) {
       const row = rows[index]!;
-      expect(row).toContain(spec.default === undefined ? '| — |' : `| \`${spec.default}\` |`);
+      expect(row).toContain(spec.default !== undefined ? `| \`${spec.default}\` |` : `| ${spec.derivedDefault ?? '—'} |`);
       expect(row.endsWith(spec.secret ? ' *Secret.* |' : ' |')).toBe(true);
       expect(row.includes('*Secret.*')).toBe(Boolean(spec.secret));
       expect(row.startsWith(`| \`${name}\` |`)).toBe(true);

@@ -168,6 +168,8 @@ describe('HTTP probes', () => {
     expect(body).toMatch(/^latchkey_grpc_server_handled_total\{method="\/latchkey\.auth\.v1\.AuthService\/GetJwks",code="OK"\} [1-9]\d*$/m);
     expect(body).toMatch(/^latchkey_grpc_server_handling_seconds_count\{method="\/latchkey\.auth\.v1\.AuthService\/GetJwks"\} [1-9]\d*$/m);
     expect(body).toMatch(/^latchkey_database_up 1$/m);
+    expect(body).toMatch(/^latchkey_password_hashes_running 0$/m);
+    expect(body).toMatch(/^latchkey_password_hashes_queued 0$/m);
     expect(body).toMatch(/^latchkey_process_resident_memory_bytes \d+$/m);
   });
 

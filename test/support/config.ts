@@ -21,6 +21,9 @@ export function testEnv(databaseUrl: string | undefined, overrides: Record<strin
     // The cheapest cost bcrypt allows; the cost only changes timing, which tests never assert.
     BCRYPT_COST: '4',
     ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
+    // Without TEST_DATABASE_URL the test database is an embedded PGlite behind a socket, which
+    // serves one connection at a time: use one, as the server itself does on its embedded database.
+    ...(databaseUrl && !process.env.TEST_DATABASE_URL ? { DATABASE_POOL_MAX: '1' } : {}),
     ...overrides,
   };
 }

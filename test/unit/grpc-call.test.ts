@@ -70,6 +70,27 @@ describe('unary handler wrapper', () => {
     expect(none.find((l) => l.msg === 'rpc')).not.toHaveProperty('requestId');
   });
 
+  it('answers CANCELLED for work abandoned because the caller went away, without an error log line or a database report', async () => {
+    const { error, lines, database } = await invoke(async () => {
+      const controller = new AbortController();
+      controller.abort();
+      controller.signal.throwIfAborted();
+    }, {});
+    expect(error).toMatchObject({ code: status.CANCELLED, details: 'the call was cancelled' });
+    expect(lines.filter((l) => l.level === 'error')).toEqual([]);
+    expect(database.reportFailure).not.toHaveBeenCalled();
+  });
+
+  it('re-evaluates a per-request usesDatabase, failing fast only the requests that need the database', async () => {
+    const { logger } = capturingLogger();
+    const database = { available: false, reportFailure: jest.fn() };
+    const wrapped = unary<{ db: boolean }, object>({ logger, database, metrics: { rpcHandled: jest.fn() } }, '/t.v1.T/Do', { usesDatabase: (r) => r.db }, async () => ({}));
+    const run = (request: { db: boolean }) =>
+      new Promise<Partial<ServiceError> | null>((resolve) => wrapped(fakeCall(request), (e) => resolve(e as Partial<ServiceError> | null)));
+    expect(await run({ db: false })).toBeNull();
+    expect(await run({ db: true })).toMatchObject({ code: status.UNAVAILABLE });
+  });
+
   it('maps a domain error to its code, message, ErrorInfo and BadRequest', async () => {
     const { error, lines, metrics } = await invoke(async () => {
       throw DomainError.invalidArgument([
