@@ -61,16 +61,16 @@ describe('ConcurrencyLimiter', () => {
 
 describe('checkPassword', () => {
   it('counts code points, not UTF-16 units or bytes', () => {
-    expect(checkPassword('p', '😀'.repeat(7), true)).toMatchObject({ problem: { kind: 'weak' } });
-    expect(checkPassword('p', '😀'.repeat(8), true)).toEqual({ text: '😀'.repeat(8) });
+    expect(checkPassword('p', '😀'.repeat(7), true)).toMatchObject({ weakPassword: true, violations: [{ field: 'p', description: 'must be at least 8 characters' }] });
+    expect(checkPassword('p', '😀'.repeat(8), true)).toEqual({ value: '😀'.repeat(8) });
   });
 
   it('applies the minimum length only to new passwords', () => {
-    expect(checkPassword('p', 'short', false)).toEqual({ text: 'short' });
+    expect(checkPassword('p', 'short', false)).toEqual({ value: 'short' });
   });
 
   it('normalises to NFKC and never trims', () => {
-    expect(checkPassword('p', '  ﬁne password  ', true)).toEqual({ text: '  fine password  ' });
+    expect(checkPassword('p', '  ﬁne password  ', true)).toEqual({ value: '  fine password  ' });
   });
 
   it.each([
@@ -80,38 +80,38 @@ describe('checkPassword', () => {
     ['abc\uDC00defgh', 'must be valid UTF-8 text'],
     ['abc\u0000defgh', 'must not contain NUL characters'],
   ])('refuses %p', (password, description) => {
-    expect(checkPassword('password', password, true)).toEqual({ problem: { kind: 'invalid', violation: { field: 'password', description } } });
+    expect(checkPassword('password', password, true)).toEqual({ violations: [{ field: 'password', description }] });
   });
 });
 
 describe('normaliseEmail', () => {
   it('trims and lower-cases', () => {
-    expect(normaliseEmail('email', '  Mixed.Case+tag@Example.ORG ')).toEqual({ email: 'mixed.case+tag@example.org' });
+    expect(normaliseEmail('email', '  Mixed.Case+tag@Example.ORG ')).toEqual({ value: 'mixed.case+tag@example.org' });
   });
 
   it.each(['', 'plain', '@example.com', 'a@', 'a@b', 'a@.com', 'a@b..com', 'a b@example.com', 'a@b@example.com', `${'l'.repeat(65)}@example.com`])(
     'refuses %p',
     (email) => {
-      expect(normaliseEmail('email', email)).toHaveProperty('violation.field', 'email');
+      expect(normaliseEmail('email', email)).toHaveProperty(['violations', 0, 'field'], 'email');
     },
   );
 
   it('accepts internationalised addresses', () => {
-    expect(normaliseEmail('email', 'Ünïcode@bücher.de')).toEqual({ email: 'ünïcode@bücher.de' });
+    expect(normaliseEmail('email', 'Ünïcode@bücher.de')).toEqual({ value: 'ünïcode@bücher.de' });
   });
 });
 
 describe('checkClientInfo', () => {
   it('accepts IPv4, IPv6 and empty addresses', () => {
     for (const ipAddress of ['', '192.0.2.1', '2001:db8::1', '::ffff:192.0.2.1']) {
-      expect(checkClientInfo('client', { ipAddress, userAgent: '', deviceName: '' })).toHaveProperty('client.ipAddress', ipAddress);
+      expect(checkClientInfo('client', { ipAddress, userAgent: '', deviceName: '' })).toHaveProperty('value.ipAddress', ipAddress);
     }
   });
 
   it('truncates the user agent on a code point boundary and blanks control characters', () => {
     const result = checkClientInfo('client', { ipAddress: '', userAgent: `${'a'.repeat(511)}😀tail\n`, deviceName: '' });
-    expect(result).toHaveProperty('client.userAgent', `${'a'.repeat(511)}😀`);
-    expect(checkClientInfo('client', { ipAddress: '', userAgent: 'a\nb', deviceName: '' })).toHaveProperty('client.userAgent', 'a b');
+    expect(result).toHaveProperty('value.userAgent', `${'a'.repeat(511)}😀`);
+    expect(checkClientInfo('client', { ipAddress: '', userAgent: 'a\nb', deviceName: '' })).toHaveProperty('value.userAgent', 'a b');
   });
 
   it('names each bad field by its proto path', () => {

@@ -5,7 +5,8 @@ import { auditEvents } from '../../persistence/repositories/audit.js';
 import { sessions } from '../../persistence/repositories/sessions.js';
 import { users, type UserRecord } from '../../persistence/repositories/users.js';
 import type { Clock } from '../clock.js';
-import { DomainError, type FieldViolation } from '../errors.js';
+import { DomainError } from '../errors.js';
+import { invalid, RequestChecks, type Checked } from '../validation.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import type { PasswordHasher } from '../passwords/hasher.js';
 import { checkPassword } from '../passwords/policy.js';
@@ -57,20 +58,22 @@ export const MAX_REFRESH_TOKEN_LENGTH = 256;
 const invalidCredentials = () => new DomainError('INVALID_CREDENTIALS', 'the email or password is incorrect');
 const invalidRefreshToken = () => new DomainError('TOKEN_INVALID', 'the refresh token is invalid');
 
-function checkDisplayName(field: string, name: string): { name: string } | { violation: FieldViolation } {
+function checkDisplayName(field: string, name: string): Checked<string> {
   const trimmed = name.trim();
   if (trimmed.length > MAX_DISPLAY_NAME * 2 || Array.from(trimmed).length > MAX_DISPLAY_NAME) {
-    return { violation: { field, description: `must be at most ${MAX_DISPLAY_NAME} characters` } };
+    return invalid(field, `must be at most ${MAX_DISPLAY_NAME} characters`);
   }
   if (/\p{Cc}/u.test(trimmed) || !trimmed.isWellFormed() || trimmed.includes('\uFFFD')) {
-    return { violation: { field, description: 'must be text without control characters' } };
+    return invalid(field, 'must be text without control characters');
   }
-  return { name: trimmed };
+  return { value: trimmed };
 }
 
 function checkTokenField(field: string, token: string, max: number): void {
-  if (token.length === 0) throw DomainError.invalidArgument([{ field, description: 'is required' }]);
-  if (token.length > max) throw DomainError.invalidArgument([{ field, description: `must be at most ${max} characters` }]);
+  const checks = new RequestChecks();
+  if (token.length === 0) checks.check(invalid(field, 'is required'));
+  else if (token.length > max) checks.check(invalid(field, `must be at most ${max} characters`));
+  checks.throwIfAny();
 }
 
 /**
@@ -90,28 +93,18 @@ export class AuthService {
   }
 
   async register(input: { email: string; password: string; displayName: string }, signal?: AbortSignal): Promise<UserRecord> {
-    const violations: FieldViolation[] = [];
-    let weak = false;
-    const email = normaliseEmail('email', input.email);
-    if ('violation' in email) violations.push(email.violation);
-    const password = checkPassword('password', input.password, true);
-    if ('problem' in password) {
-      violations.push(password.problem.violation);
-      weak = password.problem.kind === 'weak';
-    }
-    const displayName = checkDisplayName('display_name', input.displayName);
-    if ('violation' in displayName) violations.push(displayName.violation);
-    if (violations.length > 0) {
-      throw DomainError.invalidArgument(violations, weak && violations.length === 1 ? 'WEAK_PASSWORD' : 'INVALID_ARGUMENT');
-    }
-    const address = (email as { email: string }).email;
+    const checks = new RequestChecks();
+    const email = checks.check(normaliseEmail('email', input.email));
+    const password = checks.check(checkPassword('password', input.password, true));
+    const displayName = checks.check(checkDisplayName('display_name', input.displayName));
+    checks.throwIfAny();
     // Hash before looking at the table, so a taken email costs the same time as a free one.
-    const passwordHash = await this.deps.hasher.hash((password as { text: string }).text, signal);
+    const passwordHash = await this.deps.hasher.hash(password!, signal);
     const now = this.now();
     const id = randomUUID();
     const user = await users.insert(
       this.em(),
-      { id, email: address, passwordHash, displayName: (displayName as { name: string }).name, now },
+      { id, email: email!, passwordHash, displayName: displayName!, now },
       { type: 'user.registered', occurredAt: now, userId: id },
     );
     if (!user) throw new DomainError('EMAIL_TAKEN', 'an account with this email already exists');
@@ -127,23 +120,17 @@ export class AuthService {
     input: { email: string; password: string; client: ClientInput | undefined },
     signal?: AbortSignal,
   ): Promise<{ user: UserRecord; sessionId: string; tokens: IssuedTokens }> {
-    const violations: FieldViolation[] = [];
-    const email = normaliseEmail('email', input.email);
-    if ('violation' in email) violations.push(email.violation);
-    const password = checkPassword('password', input.password, false);
-    if ('problem' in password) violations.push(password.problem.violation);
-    const client = checkClientInfo('client', input.client);
-    if ('violations' in client) violations.push(...client.violations);
-    if (violations.length > 0) throw DomainError.invalidArgument(violations);
-    const address = (email as { email: string }).email;
-    const device = (client as { client: ClientInfo }).client;
-    const text = (password as { text: string }).text;
+    const checks = new RequestChecks();
+    const address = checks.check(normaliseEmail('email', input.email));
+    const text = checks.check(checkPassword('password', input.password, false));
+    const device = checks.check(checkClientInfo('client', input.client));
+    checks.throwIfAny();
 
     const em = this.em();
-    const user = await users.findByEmail(em, address);
-    const { match, needsRehash } = await this.deps.hasher.verify(text, user?.passwordHash, signal);
+    const user = await users.findByEmail(em, address!);
+    const { match, needsRehash } = await this.deps.hasher.verify(text!, user?.passwordHash, signal);
     const now = this.now();
-    const failure = { occurredAt: now, ipAddress: device.ipAddress, userAgent: device.userAgent };
+    const failure = { occurredAt: now, ipAddress: device!.ipAddress, userAgent: device!.userAgent };
     if (!user || !match) {
       await this.auditFailedLogin(em, { ...failure, userId: user?.id ?? null, details: { reason: 'INVALID_CREDENTIALS', email: address } });
       throw invalidCredentials();
@@ -160,11 +147,11 @@ export class AuthService {
     const idleExpiresAt = new Date(Math.min(now.getTime() + this.deps.sessionPolicy.idleTimeoutMs, absoluteExpiresAt.getTime()));
     const inserted = await sessions.insertForLogin(
       em,
-      { id: sessionId, userId: user.id, refreshSecretHash: hashRefreshSecret(secret), ...device, now, idleExpiresAt, absoluteExpiresAt },
-      { type: 'login.succeeded', occurredAt: now, userId: user.id, sessionId, ipAddress: device.ipAddress, userAgent: device.userAgent },
+      { id: sessionId, userId: user.id, refreshSecretHash: hashRefreshSecret(secret), ...device!, now, idleExpiresAt, absoluteExpiresAt },
+      { type: 'login.succeeded', occurredAt: now, userId: user.id, sessionId, ipAddress: device!.ipAddress, userAgent: device!.userAgent },
     );
     if (!inserted) throw invalidCredentials();
-    if (needsRehash) this.rehashInBackground(user, text);
+    if (needsRehash) this.rehashInBackground(user, text!);
 
     const access = this.deps.accessTokens.issue({ userId: user.id, sessionId, email: user.email, roles: user.roles });
     return {
@@ -211,9 +198,9 @@ export class AuthService {
     checkTokenField('refresh_token', input.refreshToken, MAX_REFRESH_TOKEN_LENGTH);
     let client: ClientInfo | undefined;
     if (input.client) {
-      const checked = checkClientInfo('client', input.client);
-      if ('violations' in checked) throw DomainError.invalidArgument(checked.violations);
-      client = checked.client;
+      const checks = new RequestChecks();
+      client = checks.check(checkClientInfo('client', input.client));
+      checks.throwIfAny();
     }
     const presented = parseRefreshToken(input.refreshToken);
     if (!presented) throw invalidRefreshToken();

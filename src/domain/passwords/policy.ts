@@ -1,4 +1,4 @@
-import type { FieldViolation } from '../errors.js';
+import { invalid, type Checked } from '../validation.js';
 
 /** NIST SP 800-63B: at least 8 characters, no composition rules. */
 export const MIN_PASSWORD_CODE_POINTS = 8;
@@ -7,8 +7,6 @@ export const MIN_PASSWORD_CODE_POINTS = 8;
  * points are 256 bytes), and low enough that hashing a hostile input stays cheap.
  */
 export const MAX_PASSWORD_BYTES = 1024;
-
-export type PasswordProblem = { kind: 'weak' | 'invalid'; violation: FieldViolation };
 
 /**
  * Checks a password as typed and returns the text to hash, or the problem with it. The text is
@@ -21,19 +19,18 @@ export type PasswordProblem = { kind: 'weak' | 'invalid'; violation: FieldViolat
  *   byte), so two different byte strings would hash the same. No keyboard types it.
  * - NUL: no login form can send it, and C-string tooling truncates at it.
  */
-export function checkPassword(field: string, password: string, strength: boolean): { text: string } | { problem: PasswordProblem } {
-  const invalid = (description: string) => ({ problem: { kind: 'invalid' as const, violation: { field, description } } });
-  if (password.length === 0) return invalid('is required');
-  if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) return invalid(`must be at most ${MAX_PASSWORD_BYTES} bytes of UTF-8`);
-  if (password.includes('\uFFFD') || !password.isWellFormed()) return invalid('must be valid UTF-8 text');
-  if (password.includes('\u0000')) return invalid('must not contain NUL characters');
+export function checkPassword(field: string, password: string, strength: boolean): Checked<string> {
+  if (password.length === 0) return invalid(field, 'is required');
+  if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) return invalid(field, `must be at most ${MAX_PASSWORD_BYTES} bytes of UTF-8`);
+  if (password.includes('\uFFFD') || !password.isWellFormed()) return invalid(field, 'must be valid UTF-8 text');
+  if (password.includes('\u0000')) return invalid(field, 'must not contain NUL characters');
   const text = password.normalize('NFKC');
   if (strength) {
     let codePoints = 0;
     for (const _ of text) codePoints += 1;
     if (codePoints < MIN_PASSWORD_CODE_POINTS) {
-      return { problem: { kind: 'weak', violation: { field, description: `must be at least ${MIN_PASSWORD_CODE_POINTS} characters` } } };
+      return { violations: [{ field, description: `must be at least ${MIN_PASSWORD_CODE_POINTS} characters` }], weakPassword: true };
     }
   }
-  return { text };
+  return { value: text };
 }

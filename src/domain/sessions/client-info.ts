@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import type { FieldViolation } from '../errors.js';
+import type { Checked } from '../validation.js';
 
 export interface ClientInfo {
   readonly ipAddress: string;
@@ -24,8 +25,8 @@ function codePoints(text: string): string[] {
 export function checkClientInfo(
   field: string,
   client: { ipAddress: string; userAgent: string; deviceName: string } | undefined,
-): { client: ClientInfo } | { violations: FieldViolation[] } {
-  if (!client) return { client: { ipAddress: '', userAgent: '', deviceName: '' } };
+): Checked<ClientInfo> {
+  if (!client) return { value: { ipAddress: '', userAgent: '', deviceName: '' } };
   const violations: FieldViolation[] = [];
   const ipAddress = client.ipAddress;
   if (ipAddress !== '' && (ipAddress.length > 45 || isIP(ipAddress) === 0)) {
@@ -43,5 +44,5 @@ export function checkClientInfo(
     .join('')
     .replace(/\p{Cc}/gu, ' ')
     .toWellFormed();
-  return { client: { ipAddress, userAgent, deviceName } };
+  return { value: { ipAddress, userAgent, deviceName } };
 }

@@ -1,4 +1,4 @@
-import type { FieldViolation } from '../errors.js';
+import { invalid, type Checked } from '../validation.js';
 
 export const MAX_EMAIL_LENGTH = 254;
 
@@ -9,12 +9,12 @@ export const MAX_EMAIL_LENGTH = 254;
 const SHAPE = /^[^\s@\p{Cc}]{1,64}@(?=.{1,253}$)[^\s@\p{Cc}.]+(?:\.[^\s@\p{Cc}.]+)+$/u;
 
 /** Trimmed and lower-cased, so the unique index on `users.email` is the uniqueness check. */
-export function normaliseEmail(field: string, email: string): { email: string } | { violation: FieldViolation } {
+export function normaliseEmail(field: string, email: string): Checked<string> {
   // Bound the work before anything scans the text: an 8 KB "email" is refused on its length alone.
-  if (email.length > MAX_EMAIL_LENGTH * 4) return { violation: { field, description: `must be at most ${MAX_EMAIL_LENGTH} characters` } };
+  if (email.length > MAX_EMAIL_LENGTH * 4) return invalid(field, `must be at most ${MAX_EMAIL_LENGTH} characters`);
   const normalised = email.trim().toLowerCase();
-  if (normalised.length === 0) return { violation: { field, description: 'is required' } };
-  if (normalised.length > MAX_EMAIL_LENGTH) return { violation: { field, description: `must be at most ${MAX_EMAIL_LENGTH} characters` } };
-  if (!SHAPE.test(normalised) || normalised.includes('\uFFFD')) return { violation: { field, description: 'must be an email address' } };
-  return { email: normalised };
+  if (normalised.length === 0) return invalid(field, 'is required');
+  if (normalised.length > MAX_EMAIL_LENGTH) return invalid(field, `must be at most ${MAX_EMAIL_LENGTH} characters`);
+  if (!SHAPE.test(normalised) || normalised.includes('\uFFFD')) return invalid(field, 'must be an email address');
+  return { value: normalised };
 }

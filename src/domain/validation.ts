@@ -1,0 +1,31 @@
+import { DomainError, type FieldViolation } from './errors.js';
+
+/** The outcome of checking one input: its usable value, or what is wrong with it. */
+export type Checked<T> = { readonly value: T } | { readonly violations: readonly FieldViolation[]; readonly weakPassword?: boolean };
+
+export function invalid(field: string, description: string): Checked<never> {
+  return { violations: [{ field, description }] };
+}
+
+/**
+ * Collects the checks of one request, so a caller learns every bad field at once. `check` returns
+ * the value, or undefined when the input is bad; `throwIfAny` then throws one INVALID_ARGUMENT
+ * listing them all (WEAK_PASSWORD when a too-short password is the only problem).
+ */
+export class RequestChecks {
+  private readonly violations: FieldViolation[] = [];
+  private weakPassword = false;
+
+  check<T>(result: Checked<T>): T | undefined {
+    if ('value' in result) return result.value;
+    this.violations.push(...result.violations);
+    this.weakPassword ||= result.weakPassword === true;
+    return undefined;
+  }
+
+  throwIfAny(): void {
+    if (this.violations.length === 0) return;
+    const onlyWeak = this.weakPassword && this.violations.length === 1;
+    throw DomainError.invalidArgument(this.violations, onlyWeak ? 'WEAK_PASSWORD' : 'INVALID_ARGUMENT');
+  }
+}
