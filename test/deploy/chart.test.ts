@@ -1,0 +1,268 @@
+import { readFileSync } from 'node:fs';
+import { parseValues } from '../../scripts/chart-docs.mjs';
+import { validateObject, type K8sObject } from './support/kubernetes.js';
+import { CHART, HELM, check, requireSetup, run, yaml } from './support/tools.js';
+
+// The chart rendered by a real Helm (installed into .tools/ by test/deploy/setup.sh), with its
+// default values and with each example, every object validated strictly.
+
+type Json = Record<string, any>;
+
+const EXAMPLES = ['istio', 'cronjob', 'everything'] as const;
+const CASES = [
+  { name: 'default values', args: [] as string[] },
+  ...EXAMPLES.map((example) => ({ name: `examples/${example}.yaml`, args: ['--values', `${CHART}/examples/${example}.yaml`] })),
+];
+
+async function render(args: readonly string[] = []): Promise<K8sObject[]> {
+  const out = await check(HELM, ['template', 'latchkey', CHART, '--namespace', 'auth', ...args]);
+  return (yaml.loadAll(out) as (K8sObject | null)[]).filter((object): object is K8sObject => object !== null);
+}
+
+const find = (objects: K8sObject[], kind: string, suffix = '') =>
+  objects.filter((object) => object.kind === kind && object.metadata.name.endsWith(suffix));
+const one = (objects: K8sObject[], kind: string, suffix = ''): Json => {
+  const found = find(objects, kind, suffix);
+  expect(found.map((object) => `${object.kind}/${object.metadata.name}`)).toHaveLength(1);
+  return found[0]!;
+};
+const podSpecs = (objects: K8sObject[]): [string, Json][] =>
+  objects.flatMap((object): [string, Json][] => {
+    const o = object as Json;
+    if (object.kind === 'Deployment' || object.kind === 'Job') return [[`${object.kind}/${object.metadata.name}`, o.spec.template.spec]];
+    if (object.kind === 'CronJob') return [[`CronJob/${object.metadata.name}`, o.spec.jobTemplate.spec.template.spec]];
+    return [];
+  });
+
+const rendered = new Map<string, K8sObject[]>();
+
+beforeAll(async () => {
+  requireSetup();
+  for (const { name, args } of CASES) rendered.set(name, await render(args));
+});
+
+describe.each(CASES)('the chart rendered with $name', ({ name, args }) => {
+  const objects = () => rendered.get(name)!;
+
+  it('passes helm lint --strict', async () => {
+    await check(HELM, ['lint', '--strict', CHART, ...args]);
+  });
+
+  it('renders only objects that validate strictly against their schema (unknown fields rejected)', () => {
+    expect(objects().length).toBeGreaterThan(4);
+    expect(objects().flatMap(validateObject)).toEqual([]);
+  });
+
+  it('puts the standard labels, from one helper, on every object and every pod', () => {
+    const labelSets = [
+      ...objects().map((object) => [`${object.kind}/${object.metadata.name}`, object.metadata.labels] as const),
+      ...objects()
+        .filter((object) => ['Deployment', 'Job'].includes(object.kind))
+        .map((object) => [`${object.kind} pods`, (object as Json).spec.template.metadata.labels] as const),
+    ];
+    for (const [, labels] of labelSets) {
+      expect(labels).toMatchObject({
+        'app.kubernetes.io/name': 'latchkey',
+        'app.kubernetes.io/instance': 'latchkey',
+        'app.kubernetes.io/managed-by': 'Helm',
+        'helm.sh/chart': 'latchkey-0.1.0',
+      });
+      expect(Object.keys(labels as object)).toEqual(expect.arrayContaining(['app.kubernetes.io/version', 'app.kubernetes.io/component']));
+    }
+  });
+
+  it('checks health with gRPC probes on the gRPC port (grpc.health.v1)', () => {
+    const deployment = one(objects(), 'Deployment');
+    const [container] = deployment.spec.template.spec.containers;
+    const grpcPort = container.ports.find((port: Json) => port.name === 'grpc').containerPort;
+    for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) {
+      expect(Object.keys(container[probe]).filter((key) => ['grpc', 'httpGet', 'tcpSocket', 'exec'].includes(key))).toEqual(['grpc']);
+      expect(container[probe].grpc.port).toBe(grpcPort);
+    }
+  });
+
+  it('runs every pod non-root with a read-only root filesystem, nothing to escalate, resources set', () => {
+    const specs = podSpecs(objects());
+    expect(specs.length).toBeGreaterThanOrEqual(2); // the server and the migration hook at least
+    for (const [, spec] of specs) {
+      expect(spec.securityContext).toMatchObject({ runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } });
+      expect(spec.securityContext.runAsUser).toBeGreaterThan(0);
+      expect(spec.automountServiceAccountToken).toBe(false);
+      for (const container of spec.containers) {
+        expect(container.securityContext).toMatchObject({
+          runAsNonRoot: true,
+          readOnlyRootFilesystem: true,
+          allowPrivilegeEscalation: false,
+          privileged: false,
+          capabilities: { drop: ['ALL'] },
+        });
+        expect(container.resources.requests).toMatchObject({ cpu: expect.any(String), memory: expect.any(String) });
+        expect(container.resources.limits).toMatchObject({ memory: expect.any(String) });
+        // The only writable path is an emptyDir at /tmp.
+        expect(container.volumeMounts).toEqual([{ name: 'tmp', mountPath: '/tmp' }]);
+        expect(spec.volumes).toEqual([{ name: 'tmp', emptyDir: { sizeLimit: expect.any(String) } }]);
+      }
+    }
+  });
+
+  it('spreads the server pods across zones and nodes', () => {
+    const spec = one(objects(), 'Deployment').spec.template.spec;
+    expect(spec.topologySpreadConstraints.map((c: Json) => c.topologyKey)).toEqual(['topology.kubernetes.io/zone', 'kubernetes.io/hostname']);
+    for (const constraint of spec.topologySpreadConstraints) {
+      expect(constraint.labelSelector.matchLabels).toEqual(one(objects(), 'Deployment').spec.selector.matchLabels);
+    }
+  });
+
+  it('runs `migrate` as a pre-install/pre-upgrade hook Job, with the secrets it needs available before install', () => {
+    const job = one(objects(), 'Job', '-migrate');
+    expect(job.metadata.annotations['helm.sh/hook'].split(',').sort()).toEqual(['pre-install', 'pre-upgrade']);
+    const [container] = job.spec.template.spec.containers;
+    expect(container.args).toEqual(['node', 'dist/main.js', 'migrate']);
+    expect(job.spec.template.spec.restartPolicy).toBe('Never');
+    // Hooks run before the release's own ConfigMap and Secret exist on a first install.
+    expect(container.envFrom).toHaveLength(1);
+    const secretName = container.envFrom[0].secretRef.name;
+    const secret = find(objects(), 'Secret').find((object) => object.metadata.name === secretName);
+    if (secret) {
+      expect((secret as Json).metadata.annotations['helm.sh/hook']).toBe('pre-install,pre-upgrade');
+      expect(Number((secret as Json).metadata.annotations['helm.sh/hook-weight'])).toBeLessThan(Number(job.metadata.annotations['helm.sh/hook-weight']));
+    }
+    const configMap = one(objects(), 'ConfigMap');
+    expect(Object.fromEntries(container.env.map((e: Json) => [e.name, e.value]))).toEqual(configMap.data);
+    // The Service never routes to migration (or sweep) pods.
+    const selector = one(objects(), 'Service').spec.selector;
+    expect(job.spec.template.metadata.labels['app.kubernetes.io/component']).not.toBe(selector['app.kubernetes.io/component']);
+  });
+
+  it('exposes the ports as `grpc` (appProtocol grpc) and `http`, and points the pods at the ConfigMap and Secret', () => {
+    const service = one(objects(), 'Service');
+    expect(service.spec.ports.map((port: Json) => [port.name, port.appProtocol, port.targetPort])).toEqual([
+      ['grpc', 'grpc', 'grpc'],
+      ['http', 'http', 'http'],
+    ]);
+    const deployment = one(objects(), 'Deployment');
+    expect(service.spec.selector).toEqual(deployment.spec.selector.matchLabels);
+    const [container] = deployment.spec.template.spec.containers;
+    expect(container.envFrom[0].configMapRef.name).toBe(one(objects(), 'ConfigMap').metadata.name);
+    expect(container.envFrom[1].secretRef.name).toBeTruthy();
+    expect(one(objects(), 'ConfigMap').data).toMatchObject({ NODE_ENV: 'production', GRPC_PORT: String(container.ports[0].containerPort) });
+  });
+});
+
+describe('scheduler modes', () => {
+  it('inProcess (the default): no CronJob, and the in-process scheduler left on', () => {
+    const objects = rendered.get('default values')!;
+    expect(find(objects, 'CronJob')).toEqual([]);
+    expect(one(objects, 'ConfigMap').data.SCHEDULER_ENABLED).toBeUndefined();
+  });
+
+  it('cronJob: a CronJob runs `sweep` and the server pods get SCHEDULER_ENABLED=false', () => {
+    const objects = rendered.get('examples/cronjob.yaml')!;
+    const configMap = one(objects, 'ConfigMap');
+    expect(configMap.data.SCHEDULER_ENABLED).toBe('false');
+    const deployment = one(objects, 'Deployment');
+    expect(deployment.spec.template.spec.containers[0].envFrom[0].configMapRef.name).toBe(configMap.metadata.name);
+    const cronJob = one(objects, 'CronJob', '-sweep');
+    expect(cronJob.spec).toMatchObject({ schedule: '*/15 * * * *', timeZone: 'Etc/UTC', concurrencyPolicy: 'Forbid' });
+    const [container] = cronJob.spec.jobTemplate.spec.template.spec.containers;
+    expect(container.args).toEqual(['node', 'dist/main.js', 'sweep']);
+    expect(container.envFrom.map((source: Json) => source.configMapRef?.name ?? source.secretRef?.name)).toEqual([
+      configMap.metadata.name,
+      'latchkey-env',
+    ]);
+  });
+});
+
+describe('optional resources', () => {
+  it('are all off with the default values', () => {
+    const kinds = rendered.get('default values')!.map((object) => object.kind).sort();
+    expect(kinds).toEqual(['ConfigMap', 'Deployment', 'Job', 'Secret', 'Secret', 'Service', 'ServiceAccount']);
+  });
+
+  it('each render when switched on (examples/everything.yaml), and the HPA then owns the replica count', () => {
+    const objects = rendered.get('examples/everything.yaml')!;
+    for (const kind of ['HorizontalPodAutoscaler', 'PodDisruptionBudget', 'NetworkPolicy', 'ServiceMonitor', 'RequestAuthentication', 'CronJob']) {
+      expect(find(objects, kind)).toHaveLength(1);
+    }
+    expect(one(objects, 'Deployment').spec.replicas).toBeUndefined();
+    expect(one(objects, 'HorizontalPodAutoscaler').spec.scaleTargetRef.name).toBe(one(objects, 'Deployment').metadata.name);
+  });
+
+  it('NetworkPolicy: only the named callers reach the gRPC port', () => {
+    const policy = one(rendered.get('examples/istio.yaml')!, 'NetworkPolicy');
+    expect(policy.spec.podSelector.matchLabels).toEqual(one(rendered.get('examples/istio.yaml')!, 'Deployment').spec.selector.matchLabels);
+    expect(policy.spec.policyTypes).toEqual(['Ingress']);
+    const grpcRule = policy.spec.ingress.find((rule: Json) => rule.ports[0].port === 'grpc');
+    expect(grpcRule.from).toHaveLength(2);
+    expect(policy.spec.ingress.every((rule: Json) => rule.from.length > 0)).toBe(true);
+  });
+
+  it('Istio RequestAuthentication checks tokens of the configured issuer against the service JWKS', () => {
+    const objects = rendered.get('examples/istio.yaml')!;
+    const service = one(objects, 'Service');
+    const httpPort = service.spec.ports.find((port: Json) => port.name === 'http').port;
+    const requestAuthentication = one(objects, 'RequestAuthentication');
+    expect(requestAuthentication.spec.jwtRules).toEqual([
+      {
+        issuer: 'https://auth.example.com',
+        audiences: ['latchkey'],
+        jwksUri: `http://${service.metadata.name}.auth.svc.cluster.local:${httpPort}/.well-known/jwks.json`,
+        forwardOriginalToken: true,
+      },
+    ]);
+    expect(requestAuthentication.spec.selector.matchLabels).toEqual({ 'latchkey.example.com/verify-tokens': 'true' });
+  });
+
+  it('ServiceMonitor scrapes /metrics on the http port of the server Service', () => {
+    const objects = rendered.get('examples/everything.yaml')!;
+    const monitor = one(objects, 'ServiceMonitor');
+    expect(monitor.spec.selector.matchLabels).toEqual(one(objects, 'Service').spec.selector);
+    expect(monitor.spec.endpoints).toEqual([expect.objectContaining({ port: 'http', path: '/metrics' })]);
+  });
+});
+
+describe('values', () => {
+  it('values.schema.json rejects unknown keys, bad enums and secrets in the plain ConfigMap', async () => {
+    for (const bad of ['unknownKey=1', 'scheduler.mode=hourly', 'env.DATABASE_URL=postgres://x@y/z', 'publicUrl=http://insecure.example.com']) {
+      const result = await run(HELM, ['template', 'latchkey', CHART, '--set', bad]);
+      expect({ bad, code: result.code }).toEqual({ bad, code: 1 });
+      expect(result.stderr).toMatch(/schema/);
+    }
+  });
+
+  it('are read by the README generator exactly as Helm reads them', async () => {
+    const helmView = JSON.parse(await check(HELM, ['show', 'values', CHART, '--jsonpath', '{@}']));
+    expect(parseValues(readFileSync(`${CHART}/values.yaml`, 'utf8'))).toEqual(helmView);
+  });
+});
+
+describe('the strict validator itself', () => {
+  it('rejects an unknown field that kubernetes-models alone would accept', () => {
+    const deployment = structuredClone(rendered.get('default values')!.find((object) => object.kind === 'Deployment')!) as Json;
+    deployment.spec.template.spec.containers[0].livenessProbe.grpc.servce = 'typo';
+    deployment.spec.template.spec.securityContext.readOnlyRootFileSystem = true;
+    expect(validateObject(deployment as K8sObject)).toEqual([
+      expect.stringContaining('.spec.template.spec.securityContext.readOnlyRootFileSystem: unknown field'),
+      expect.stringContaining('.spec.template.spec.containers[0].livenessProbe.grpc.servce: unknown field'),
+    ]);
+  });
+
+  it('reports what kubernetes-models finds: types, enums, required fields', () => {
+    const deployment = structuredClone(rendered.get('default values')!.find((object) => object.kind === 'Deployment')!) as Json;
+    deployment.spec.replicas = 'two';
+    delete deployment.spec.selector;
+    const errors = validateObject(deployment as K8sObject);
+    expect(errors.some((error) => /schema: .*replicas must be integer/.test(error))).toBe(true);
+    expect(errors.some((error) => /selector/.test(error))).toBe(true);
+  });
+
+  it('rejects wrong types and unknown fields in the custom resources too', () => {
+    const ra = structuredClone(rendered.get('examples/istio.yaml')!.find((object) => object.kind === 'RequestAuthentication')!) as Json;
+    ra.spec.jwtRules[0].jwksUrl = ra.spec.jwtRules[0].jwksUri;
+    ra.spec.jwtRules[0].forwardOriginalToken = 'yes';
+    expect(validateObject(ra as K8sObject)).toEqual([
+      expect.stringContaining('forwardOriginalToken: expected a boolean'),
+      expect.stringContaining('jwksUrl: unknown field'),
+    ]);
+  });
+});
