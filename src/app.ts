@@ -102,6 +102,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
   }
   monitor.start();
   grpc.setServing('SERVING');
+  grpc.setAlive(true);
   logger.info({ grpcPort, httpPort, database: database.host }, 'latchkey serving');
 
   let stopped: Promise<{ forced: boolean }> | undefined;
@@ -112,6 +113,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
       stopped ??= (async () => {
         stopping = true;
         grpc.setServing('NOT_SERVING');
+        grpc.setAlive(false);
         const started = Date.now();
         const { forced } = await grpc.shutdown(config.SHUTDOWN_TIMEOUT);
         await http.close();

@@ -12,8 +12,14 @@ import { createSessionHandlers } from './handlers/session.js';
 
 export const AUTH_SERVICE = 'latchkey.auth.v1.AuthService';
 export const SESSION_SERVICE = 'latchkey.session.v1.SessionService';
-/** The health names Latchkey reports: overall ('') and each service. */
+/** The health names Latchkey reports: overall ('') and each service. NOT_SERVING while the database is unreachable. */
 export const HEALTH_SERVICES = ['', AUTH_SERVICE, SESSION_SERVICE] as const;
+/**
+ * A health name for liveness probes: SERVING from the moment the server listens until shutdown,
+ * whatever the database does. Restarting a pod never brings a database back, so a liveness probe
+ * must not follow readiness.
+ */
+export const LIVENESS_SERVICE = 'liveness';
 
 /** Resolved from this file, which sits at the same depth under src/ and dist/. */
 const PROTO_ROOT = fileURLToPath(new URL('../../proto', import.meta.url));
@@ -25,7 +31,10 @@ export interface GrpcServerOptions {
 
 export interface GrpcServer {
   readonly server: Server;
+  /** Readiness: the overall and per-service health names. */
   setServing(status: ServingStatus): void;
+  /** Liveness: the `liveness` health name. */
+  setAlive(alive: boolean): void;
   listen(host: string, port: number): Promise<number>;
   /** Refuses new calls at once, lets in-flight calls finish for up to `timeoutMs`, then cancels them. */
   shutdown(timeoutMs: number): Promise<{ forced: boolean }>;
@@ -54,7 +63,7 @@ export function createGrpcServer(deps: CallDependencies, services: GrpcServices,
     implementService(deps, SessionServiceService, createSessionHandlers(deps)),
   );
 
-  const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((name) => [name, 'NOT_SERVING'])));
+  const health = new HealthImplementation(Object.fromEntries([...HEALTH_SERVICES, LIVENESS_SERVICE].map((name) => [name, 'NOT_SERVING'])));
   health.addToServer(server);
 
   const reflectionDefinition = loadSync(
@@ -67,6 +76,9 @@ export function createGrpcServer(deps: CallDependencies, services: GrpcServices,
     server,
     setServing(status) {
       for (const name of HEALTH_SERVICES) health.setStatus(name, status);
+    },
+    setAlive(alive) {
+      health.setStatus(LIVENESS_SERVICE, alive ? 'SERVING' : 'NOT_SERVING');
     },
     listen(host, port) {
       return new Promise((resolve, reject) => {

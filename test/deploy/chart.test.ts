@@ -79,6 +79,10 @@ describe.each(CASES)('the chart rendered with $name', ({ name, args }) => {
       expect(Object.keys(container[probe]).filter((key) => ['grpc', 'httpGet', 'tcpSocket', 'exec'].includes(key))).toEqual(['grpc']);
       expect(container[probe].grpc.port).toBe(grpcPort);
     }
+    // Readiness follows the database; liveness only the process (the server's `liveness` health name).
+    expect(container.readinessProbe.grpc.service).toBeUndefined();
+    expect(container.startupProbe.grpc.service).toBeUndefined();
+    expect(container.livenessProbe.grpc.service).toBe('liveness');
   });
 
   it('runs every pod non-root with a read-only root filesystem, nothing to escalate, resources set', () => {

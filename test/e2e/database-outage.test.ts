@@ -44,6 +44,7 @@ it('goes NOT_SERVING while the database is unreachable and SERVING again when it
   expect(await metric('latchkey_database_up')).toBe('0');
   // Liveness is about the process, not its dependencies: restarting would not bring the database back.
   expect((await fetch(`http://127.0.0.1:${app.httpPort}/healthz`)).status).toBe(200);
+  expect(await healthStatus(app.grpcPort, 'liveness')).toBe('SERVING');
 
   await proxy.start();
   expect(await waitFor(allHealth, (s) => s.every((x) => x === 'SERVING'))).toEqual(['SERVING', 'SERVING', 'SERVING']);

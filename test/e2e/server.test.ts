@@ -33,6 +33,10 @@ describe('health', () => {
     expect(await healthStatus(app.grpcPort, service)).toBe('SERVING');
   });
 
+  it("reports SERVING for 'liveness', the name liveness probes check", async () => {
+    expect(await healthStatus(app.grpcPort, 'liveness')).toBe('SERVING');
+  });
+
   it('answers NOT_FOUND for a service it does not serve', async () => {
     expect(await healthStatus(app.grpcPort, 'latchkey.nothing.v1.Nothing')).toBe(`error:${status.NOT_FOUND}`);
   });
