@@ -80,8 +80,7 @@ describe.each(CASES)('the chart rendered with $name', ({ name, args }) => {
       expect(container[probe].grpc.port).toBe(grpcPort);
     }
     // Readiness follows the database; liveness only the process (the server's `liveness` health name).
-    expect(container.readinessProbe.grpc.service).toBeUndefined();
-    expect(container.startupProbe.grpc.service).toBeUndefined();
+    expect(container.startupProbe.grpc.service).toBe(container.readinessProbe.grpc.service);
     expect(container.livenessProbe.grpc.service).toBe('liveness');
   });
 
