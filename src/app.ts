@@ -117,6 +117,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
         const started = Date.now();
         const { forced } = await grpc.shutdown(config.SHUTDOWN_TIMEOUT);
         await http.close();
+        await auth.drain();
         await monitor.stop();
         await database.close();
         logger.info({ forced, durationMs: Date.now() - started }, 'latchkey stopped');

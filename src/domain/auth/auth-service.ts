@@ -82,7 +82,15 @@ function checkTokenField(field: string, token: string, max: number): void {
  * own EntityManager.
  */
 export class AuthService {
+  /** Work started by a call but not awaited by it (re-hashing), finished before the database closes. */
+  private readonly background = new Set<Promise<void>>();
+
   constructor(private readonly deps: AuthServiceDependencies) {}
+
+  /** Waits for background work to finish; called on shutdown after the last call has completed. */
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.background]);
+  }
 
   private em(): EntityManager {
     return this.deps.orm.em.fork();
@@ -180,13 +188,15 @@ export class AuthService {
    */
   private rehashInBackground(user: UserRecord, password: string): void {
     const log = this.deps.logger;
-    this.deps.hasher
+    const work = this.deps.hasher
       .hash(password)
       .then((hash) => users.replacePasswordHash(this.em(), user.id, user.passwordHash, hash))
       .then(
         (replaced) => log.info({ userId: user.id, cost: this.deps.hasher.cost, replaced }, 'password re-hashed at the configured cost'),
         (error: unknown) => log.warn({ userId: user.id, err: error }, 'password re-hash skipped; will retry at the next login'),
-      );
+      )
+      .finally(() => this.background.delete(work));
+    this.background.add(work);
   }
 
   /**
