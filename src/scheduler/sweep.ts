@@ -1,0 +1,132 @@
+import type { QueryResult } from '@mikro-orm/core';
+import type { Orm } from '../persistence/orm.js';
+
+/** The time source of a sweep; injected so tests decide exactly what "now" is. */
+export type Clock = () => Date;
+
+/**
+ * First key of every advisory lock Latchkey takes (`pg_try_advisory_xact_lock(namespace, job)`),
+ * so its locks cannot collide with another application's on a shared database. "LK".
+ */
+export const ADVISORY_LOCK_NAMESPACE = 0x4c4b;
+
+/**
+ * One kind of row a sweep deletes: rows of `table` whose `column` is before (`<`) or at (`<=`)
+ * the cutoff. Each pass walks one indexed column in order, so a batch reads only the index range
+ * it deletes, however large the backlog (one query with OR across columns would have to sort
+ * every matching row for each batch).
+ */
+export interface SweepPass {
+  /** Names the pass in code and docs, e.g. `idle-expired`. */
+  readonly name: string;
+  readonly table: string;
+  /** An indexed timestamp column. */
+  readonly column: string;
+  readonly comparison: '<' | '<=';
+  /** The cutoff for a run that started at `now`. */
+  cutoff(now: Date): Date;
+}
+
+export interface SweepJob {
+  /** The job's name in logs and metrics, e.g. `sweep-sessions`. */
+  readonly name: string;
+  /** Second key of the job's advisory lock; unique per job. */
+  readonly lockKey: number;
+  readonly passes: readonly SweepPass[];
+}
+
+export interface SweepOptions {
+  readonly orm: Orm;
+  readonly now: Clock;
+  readonly batchSize: number;
+  /** No new batch starts once this much time (by `now`) has passed since the run began. */
+  readonly maxDurationMs: number;
+  /** Shutdown: no new batch starts once aborted; the batch in flight finishes (or rolls back). */
+  readonly signal?: AbortSignal;
+}
+
+/** Why a run ended. */
+export type SweepStop =
+  /** Every pass ran until a batch came back short: nothing left (apart from rows others held locked). */
+  | 'completed'
+  /** `maxDurationMs` passed; the rest is left for the next run. */
+  | 'time_limit'
+  /** Another replica (or run) held the job's advisory lock: this run deleted nothing more. */
+  | 'skipped_lock'
+  /** The signal was aborted (shutdown) between batches. */
+  | 'interrupted';
+
+export interface SweepResult {
+  readonly stop: SweepStop;
+  /** Rows deleted by committed batches. */
+  readonly rowsDeleted: number;
+  /** Batch transactions that got the lock and committed. */
+  readonly batches: number;
+}
+
+/** Thrown for a failure part-way through a run, carrying what committed before it. */
+export class SweepFailedError extends Error {
+  constructor(
+    readonly progress: { rowsDeleted: number; batches: number },
+    cause: unknown,
+  ) {
+    super(`sweep failed: ${(cause as Error | undefined)?.message ?? String(cause)}`, { cause });
+    this.name = 'SweepFailedError';
+  }
+}
+
+const quote = (identifier: string) => `"${identifier.replaceAll('"', '""')}"`;
+
+/**
+ * The batch statement. `FOR UPDATE SKIP LOCKED` makes the sweep pass over any row a login,
+ * refresh or other sweeper holds, instead of waiting for it; `LIMIT` bounds the rows (and so the
+ * locks and the time) of one transaction.
+ */
+export function batchDeleteSql(pass: SweepPass): string {
+  const table = quote(pass.table);
+  const column = quote(pass.column);
+  return (
+    `delete from ${table} where "id" in (` +
+    `select "id" from ${table} where ${column} ${pass.comparison} ? order by ${column} limit ? for update skip locked)`
+  );
+}
+
+/**
+ * Runs one sweep: for each pass, batches of at most `batchSize` rows, each batch in its own
+ * transaction that first takes the job's transaction-scoped advisory lock, so only one replica
+ * sweeps a job at a time (a replica that does not get the lock ends its run). Cutoffs are fixed
+ * when the run starts. Throws SweepFailedError when a statement fails; batches committed before
+ * it stay committed, the failing one rolls back.
+ */
+export async function sweep(job: SweepJob, options: SweepOptions): Promise<SweepResult> {
+  const startedAt = options.now();
+  const em = options.orm.em.fork();
+  let rowsDeleted = 0;
+  let batches = 0;
+  try {
+    for (const pass of job.passes) {
+      const sql = batchDeleteSql(pass);
+      const cutoff = pass.cutoff(startedAt);
+      for (;;) {
+        if (options.signal?.aborted) return { stop: 'interrupted', rowsDeleted, batches };
+        if (options.now().getTime() - startedAt.getTime() >= options.maxDurationMs) return { stop: 'time_limit', rowsDeleted, batches };
+        const deleted = await em.transactional(async (tx) => {
+          const [lock] = await tx.execute<{ granted: boolean }[]>('select pg_try_advisory_xact_lock(?, ?) as granted', [
+            ADVISORY_LOCK_NAMESPACE,
+            job.lockKey,
+          ]);
+          if (!lock?.granted) return undefined;
+          const result = await tx.execute<QueryResult>(sql, [cutoff, options.batchSize], 'run');
+          return result.affectedRows;
+        });
+        if (deleted === undefined) return { stop: 'skipped_lock', rowsDeleted, batches };
+        rowsDeleted += deleted;
+        batches += 1;
+        if (deleted < options.batchSize) break;
+      }
+    }
+    return { stop: 'completed', rowsDeleted, batches };
+  } catch (error) {
+    throw new SweepFailedError({ rowsDeleted, batches }, error);
+  }
+}
