@@ -1,4 +1,3 @@
-import type { QueryResult } from '@mikro-orm/core';
 import type { Orm } from '../persistence/orm.js';
 
 /** The time source of a sweep; injected so tests decide exactly what "now" is. */
@@ -60,7 +59,7 @@ export interface SweepResult {
   readonly stop: SweepStop;
   /** Rows deleted by committed batches. */
   readonly rowsDeleted: number;
-  /** Batch transactions that got the lock and committed. */
+  /** Batches that got the lock and committed. */
   readonly batches: number;
 }
 
@@ -78,24 +77,39 @@ export class SweepFailedError extends Error {
 const quote = (identifier: string) => `"${identifier.replaceAll('"', '""')}"`;
 
 /**
- * The batch statement. `FOR UPDATE SKIP LOCKED` makes the sweep pass over any row a login,
- * refresh or other sweeper holds, instead of waiting for it; `LIMIT` bounds the rows (and so the
- * locks and the time) of one transaction.
+ * One batch as one statement, and so one transaction of its own (parameters: the two lock keys,
+ * the cutoff, the batch size). In the order PostgreSQL runs it:
+ *
+ * 1. `pg_try_advisory_xact_lock` on the job's key, held until the statement ends. When it is not
+ *    granted, the delete below is gated off (a one-time filter): no row is read or locked.
+ * 2. `select id … order by <column> limit n for update skip locked`: walks the column's index from
+ *    the oldest row, takes at most n row locks and passes over any row that a login, a refresh or
+ *    another sweeper holds, instead of waiting for it.
+ * 3. `delete … where id = any(array(…))`: the same as `id in (…)`, but always planned as a primary
+ *    key lookup of those n ids; `in (…)` can be planned as a hash join over the whole table.
+ *
+ * A single statement rather than BEGIN … COMMIT: if the connection dies part-way, the server rolls
+ * the statement back and the pool discards the connection. (An explicit transaction through
+ * MikroORM/Kysely leaks its pooled connection when the ROLLBACK itself fails on a dead
+ * connection, kysely-org/kysely#1990, and the pool runs dry after a few database outages.)
  */
 export function batchDeleteSql(pass: SweepPass): string {
   const table = quote(pass.table);
   const column = quote(pass.column);
-  return (
-    `delete from ${table} where "id" in (` +
-    `select "id" from ${table} where ${column} ${pass.comparison} ? order by ${column} limit ? for update skip locked)`
-  );
+  return [
+    'with lock as materialized (select pg_try_advisory_xact_lock(?, ?) as granted),',
+    `deleted as (delete from ${table} where (select granted from lock) and "id" = any(array(`,
+    `  select "id" from ${table} where ${column} ${pass.comparison} ? order by ${column} limit ? for update skip locked`,
+    ')) returning 1)',
+    'select (select granted from lock) as granted, (select count(*) from deleted)::int as deleted',
+  ].join('\n');
 }
 
 /**
- * Runs one sweep: for each pass, batches of at most `batchSize` rows, each batch in its own
- * transaction that first takes the job's transaction-scoped advisory lock, so only one replica
- * sweeps a job at a time (a replica that does not get the lock ends its run). Cutoffs are fixed
- * when the run starts. Throws SweepFailedError when a statement fails; batches committed before
+ * Runs one sweep: for each pass, batches of at most `batchSize` rows, each batch a transaction
+ * that first takes the job's transaction-scoped advisory lock, so only one replica sweeps a job at
+ * a time (a replica that does not get the lock ends its run). Cutoffs are fixed when the run
+ * starts. Throws SweepFailedError when a statement fails; batches committed before
  * it stay committed, the failing one rolls back.
  */
 export async function sweep(job: SweepJob, options: SweepOptions): Promise<SweepResult> {
@@ -110,16 +124,14 @@ export async function sweep(job: SweepJob, options: SweepOptions): Promise<Sweep
       for (;;) {
         if (options.signal?.aborted) return { stop: 'interrupted', rowsDeleted, batches };
         if (options.now().getTime() - startedAt.getTime() >= options.maxDurationMs) return { stop: 'time_limit', rowsDeleted, batches };
-        const deleted = await em.transactional(async (tx) => {
-          const [lock] = await tx.execute<{ granted: boolean }[]>('select pg_try_advisory_xact_lock(?, ?) as granted', [
-            ADVISORY_LOCK_NAMESPACE,
-            job.lockKey,
-          ]);
-          if (!lock?.granted) return undefined;
-          const result = await tx.execute<QueryResult>(sql, [cutoff, options.batchSize], 'run');
-          return result.affectedRows;
-        });
-        if (deleted === undefined) return { stop: 'skipped_lock', rowsDeleted, batches };
+        const [batch] = await em.execute<{ granted: boolean; deleted: number }[]>(sql, [
+          ADVISORY_LOCK_NAMESPACE,
+          job.lockKey,
+          cutoff,
+          options.batchSize,
+        ]);
+        if (!batch?.granted) return { stop: 'skipped_lock', rowsDeleted, batches };
+        const deleted = Number(batch.deleted);
         rowsDeleted += deleted;
         batches += 1;
         if (deleted < options.batchSize) break;
