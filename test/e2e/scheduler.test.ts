@@ -4,13 +4,11 @@
  * in flight finish before the database closes.
  */
 import { startApp, type RunningApp } from '../../src/app.js';
-import { createLogger } from '../../src/observability/logger.js';
-import { createOrm } from '../../src/persistence/orm.js';
 import { healthStatus } from '../support/clients.js';
 import { testConfig } from '../support/config.js';
 import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
 import { TcpProxy } from '../support/proxy.js';
-import { capturingLogger, count, insertSessions, insertUsers } from '../support/sweeps.js';
+import { capturingLogger, count, insertSessions, insertUsers, openMigratedOrm } from '../support/sweeps.js';
 import { waitFor } from '../support/wait.js';
 
 const DAY = 86_400_000;
@@ -22,9 +20,7 @@ const apps: RunningApp[] = [];
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  const orm = await createOrm({ clientUrl: db.url, poolMax: 1, connectTimeoutMs: 5_000, statementTimeoutMs: 5_000, logger: createLogger('silent') });
-  await orm.migrator.up();
-  await orm.close(true);
+  await (await openMigratedOrm(db.url)).close(true);
   proxy = TcpProxy.forUrl(db.url);
   await proxy.start();
 });

@@ -2,12 +2,11 @@
  * Two replicas sweeping one database at the same moment: each on its own ORM (its own pool), as
  * two processes would be.
  */
-import { createLogger } from '../../src/observability/logger.js';
-import { createOrm, type Orm } from '../../src/persistence/orm.js';
+import type { Orm } from '../../src/persistence/orm.js';
 import { sweepSessions } from '../../src/scheduler/jobs/index.js';
 import { runSweep } from '../../src/scheduler/run.js';
 import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
-import { capturingLogger, count, fixedClock, ids, insertSessions, insertUsers, seedIds } from '../support/sweeps.js';
+import { capturingLogger, count, fixedClock, ids, insertSessions, insertUsers, openMigratedOrm, seedIds } from '../support/sweeps.js';
 
 const NOW = new Date('2026-06-01T12:00:00.000Z');
 const DAY = 86_400_000;
@@ -19,10 +18,7 @@ let replicas: Orm[];
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  const open = () =>
-    createOrm({ clientUrl: db.url, poolMax: 2, connectTimeoutMs: 5_000, statementTimeoutMs: 10_000, logger: createLogger('silent') });
-  replicas = [await open(), await open()];
-  await replicas[0]!.migrator.up();
+  replicas = [await openMigratedOrm(db.url, 2), await openMigratedOrm(db.url, 2)];
   await insertUsers(db.url, 50);
 });
 

@@ -3,14 +3,13 @@
  * failed, never thrown; what committed stays committed; the next run finishes the work.
  */
 import { Registry } from 'prom-client';
-import { createLogger } from '../../src/observability/logger.js';
-import { createOrm, type Orm } from '../../src/persistence/orm.js';
+import type { Orm } from '../../src/persistence/orm.js';
 import { sweepSessions } from '../../src/scheduler/jobs/index.js';
 import { createSweepMetrics } from '../../src/scheduler/metrics.js';
 import { runSweep } from '../../src/scheduler/run.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { TcpProxy } from '../support/proxy.js';
-import { capturingLogger, count, fixedClock, insertSessions, insertUsers } from '../support/sweeps.js';
+import { capturingLogger, count, fixedClock, insertSessions, insertUsers, openMigratedOrm } from '../support/sweeps.js';
 
 const NOW = new Date('2026-06-01T12:00:00.000Z');
 const DAY = 86_400_000;
@@ -25,14 +24,7 @@ beforeAll(async () => {
   db = await createTestDatabase();
   proxy = TcpProxy.forUrl(db.url);
   await proxy.start();
-  orm = await createOrm({
-    clientUrl: proxy.rewrite(db.url),
-    poolMax: 1,
-    connectTimeoutMs: 2_000,
-    statementTimeoutMs: 5_000,
-    logger: createLogger('silent'),
-  });
-  await orm.migrator.up();
+  orm = await openMigratedOrm(proxy.rewrite(db.url));
   await insertUsers(db.url, 10);
   await insertSessions(db.url, 10, { group: 1, count: 1_000, idleExpiresAt: at(DAY), absoluteExpiresAt: at(-1) });
 });

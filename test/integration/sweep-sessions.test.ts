@@ -1,11 +1,10 @@
 import pg from 'pg';
-import { createLogger } from '../../src/observability/logger.js';
-import { createOrm, type Orm } from '../../src/persistence/orm.js';
+import type { Orm } from '../../src/persistence/orm.js';
 import { sweepSessions } from '../../src/scheduler/jobs/index.js';
 import { runSweep } from '../../src/scheduler/run.js';
 import { ADVISORY_LOCK_NAMESPACE, sweep, type SweepOptions } from '../../src/scheduler/sweep.js';
 import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
-import { capturingLogger, count, fixedClock, ids, insertSessions, insertUsers, seedId, seedIds } from '../support/sweeps.js';
+import { capturingLogger, count, fixedClock, ids, insertSessions, insertUsers, openMigratedOrm, seedId, seedIds } from '../support/sweeps.js';
 
 const NOW = new Date('2026-06-01T12:00:00.000Z');
 const HOUR = 3_600_000;
@@ -19,8 +18,7 @@ let orm: Orm;
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  orm = await createOrm({ clientUrl: db.url, poolMax: 2, connectTimeoutMs: 5_000, statementTimeoutMs: 10_000, logger: createLogger('silent') });
-  await orm.migrator.up();
+  orm = await openMigratedOrm(db.url, 2);
   await insertUsers(db.url, 200);
 });
 

@@ -1,9 +1,8 @@
-import { createLogger } from '../../src/observability/logger.js';
-import { createOrm, type Orm } from '../../src/persistence/orm.js';
+import type { Orm } from '../../src/persistence/orm.js';
 import { sweepAuditEvents, sweepOneTimeTokens } from '../../src/scheduler/jobs/index.js';
 import { sweep, type SweepOptions } from '../../src/scheduler/sweep.js';
 import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
-import { fixedClock, ids, insertUsers, seedId } from '../support/sweeps.js';
+import { fixedClock, ids, insertUsers, openMigratedOrm, seedId } from '../support/sweeps.js';
 
 const NOW = new Date('2026-06-01T12:00:00.000Z');
 const DAY = 86_400_000;
@@ -14,8 +13,7 @@ let orm: Orm;
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  orm = await createOrm({ clientUrl: db.url, poolMax: 1, connectTimeoutMs: 5_000, statementTimeoutMs: 10_000, logger: createLogger('silent') });
-  await orm.migrator.up();
+  orm = await openMigratedOrm(db.url);
   await insertUsers(db.url, 2);
 });
 

@@ -1,5 +1,13 @@
 import { createLogger, type Logger } from '../../src/observability/logger.js';
+import { createOrm, type Orm } from '../../src/persistence/orm.js';
 import { query } from './database.js';
+
+/** An ORM on `url` with the schema migrated, as a replica would have it; quiet logs. */
+export async function openMigratedOrm(url: string, poolMax = 1): Promise<Orm> {
+  const orm = await createOrm({ clientUrl: url, poolMax, connectTimeoutMs: 2_000, statementTimeoutMs: 10_000, logger: createLogger('silent') });
+  await orm.migrator.up();
+  return orm;
+}
 
 /**
  * A deterministic uuid for row `i` of seed group `group` (both small numbers), so a test can
