@@ -1,11 +1,11 @@
 import type { Config } from '../config/schema.js';
+import { systemClock, type Clock } from '../domain/clock.js';
 import type { Logger } from '../observability/logger.js';
 import type { Orm } from '../persistence/orm.js';
 import { sweepJobs } from './jobs/index.js';
 import type { SweepMetrics } from './metrics.js';
 import { runSweep, type SweepReport } from './run.js';
 import { createScheduler, type Scheduler } from './scheduler.js';
-import type { Clock } from './sweep.js';
 
 export { createSweepMetrics, type SweepMetrics } from './metrics.js';
 export type { SweepReport } from './run.js';
@@ -15,10 +15,9 @@ export interface SweepDeps {
   readonly orm: Orm;
   readonly logger: Logger;
   readonly metrics?: SweepMetrics;
-  readonly now?: Clock;
+  /** The app's clock (default: the system clock). */
+  readonly clock?: Clock;
 }
-
-const systemClock: Clock = () => new Date();
 
 /** The in-process scheduler of `serve`: every sweep on its schedule, or nothing when SCHEDULER_ENABLED is false. */
 export function createSweepScheduler(config: Config, deps: SweepDeps): Scheduler {
@@ -45,7 +44,7 @@ function sweepOptions(config: Config, deps: SweepDeps, signal: AbortSignal | und
     orm: deps.orm,
     logger: deps.logger,
     metrics: deps.metrics,
-    now: deps.now ?? systemClock,
+    clock: deps.clock ?? systemClock,
     batchSize: config.SWEEP_BATCH_SIZE,
     maxDurationMs: config.SWEEP_MAX_DURATION,
     signal,

@@ -28,7 +28,7 @@ export interface RunSweepDeps extends SweepOptions {
  * scheduled run starts afresh. The scheduler and `latchkey sweep` both run sweeps through here.
  */
 export async function runSweep(job: SweepJob, deps: RunSweepDeps): Promise<SweepReport> {
-  // Duration is an observation, measured on the monotonic clock; `now` drives behaviour (cutoffs, time limit).
+  // Duration is an observation, measured on the monotonic clock; `clock` drives behaviour (cutoffs, time limit).
   const started = performance.now();
   const elapsed = () => Math.round(performance.now() - started);
   let report: SweepReport;
@@ -66,6 +66,6 @@ export async function runSweep(job: SweepJob, deps: RunSweepDeps): Promise<Sweep
   } else {
     deps.logger.info(fields, 'sweep run finished');
   }
-  deps.metrics?.runFinished(job.name, report.outcome, report.rowsDeleted, report.durationMs / 1000, deps.now());
+  deps.metrics?.runFinished(job.name, report.outcome, report.rowsDeleted, report.durationMs / 1000, new Date(deps.clock.now()));
   return report;
 }

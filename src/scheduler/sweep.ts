@@ -1,7 +1,5 @@
+import type { Clock } from '../domain/clock.js';
 import type { Orm } from '../persistence/orm.js';
-
-/** The time source of a sweep; injected so tests decide exactly what "now" is. */
-export type Clock = () => Date;
 
 /**
  * First key of every advisory lock Latchkey takes (`pg_try_advisory_xact_lock(namespace, job)`),
@@ -36,9 +34,10 @@ export interface SweepJob {
 
 export interface SweepOptions {
   readonly orm: Orm;
-  readonly now: Clock;
+  /** Decides the cutoffs and the time limit; injected so tests say exactly what "now" is. */
+  readonly clock: Clock;
   readonly batchSize: number;
-  /** No new batch starts once this much time (by `now`) has passed since the run began. */
+  /** No new batch starts once this much time (by `clock`) has passed since the run began. */
   readonly maxDurationMs: number;
   /** Shutdown: no new batch starts once aborted; the batch in flight finishes (or rolls back). */
   readonly signal?: AbortSignal;
@@ -113,7 +112,7 @@ export function batchDeleteSql(pass: SweepPass): string {
  * it stay committed, the failing one rolls back.
  */
 export async function sweep(job: SweepJob, options: SweepOptions): Promise<SweepResult> {
-  const startedAt = options.now();
+  const startedAt = new Date(options.clock.now());
   const em = options.orm.em.fork();
   let rowsDeleted = 0;
   let batches = 0;
@@ -123,7 +122,7 @@ export async function sweep(job: SweepJob, options: SweepOptions): Promise<Sweep
       const cutoff = pass.cutoff(startedAt);
       for (;;) {
         if (options.signal?.aborted) return { stop: 'interrupted', rowsDeleted, batches };
-        if (options.now().getTime() - startedAt.getTime() >= options.maxDurationMs) return { stop: 'time_limit', rowsDeleted, batches };
+        if (options.clock.now() - startedAt.getTime() >= options.maxDurationMs) return { stop: 'time_limit', rowsDeleted, batches };
         const [batch] = await em.execute<{ granted: boolean; deleted: number }[]>(sql, [
           ADVISORY_LOCK_NAMESPACE,
           job.lockKey,

@@ -36,7 +36,7 @@ it.each([1, 2, 3])('never fail, never double-count, and together delete each row
 
   // Small batches, so the two runs have many chances to interleave.
   const reports = await Promise.all(
-    replicas.map((orm) => runSweep(job, { orm, logger: logs.logger, now: fixedClock(NOW), batchSize: 50, maxDurationMs: 60_000 })),
+    replicas.map((orm) => runSweep(job, { orm, logger: logs.logger, clock: fixedClock(NOW), batchSize: 50, maxDurationMs: 60_000 })),
   );
 
   for (const report of reports) expect(['completed', 'skipped_lock']).toContain(report.outcome);
@@ -46,7 +46,7 @@ it.each([1, 2, 3])('never fail, never double-count, and together delete each row
   expect(5_300 - (await count(db.url, 'sessions'))).toBe(reported);
 
   // A replica that was kept out by the lock leaves its share to the next run; together, all of it.
-  const next = await runSweep(job, { orm: replicas[0]!, logger: logs.logger, now: fixedClock(NOW), batchSize: 50, maxDurationMs: 60_000 });
+  const next = await runSweep(job, { orm: replicas[0]!, logger: logs.logger, clock: fixedClock(NOW), batchSize: 50, maxDurationMs: 60_000 });
   expect(reported + next.rowsDeleted).toBe(5_000);
   expect(await ids(db.url, 'sessions')).toEqual(seedIds(3, 300));
 });

@@ -9,7 +9,7 @@ import { createSweepMetrics } from '../../src/scheduler/metrics.js';
 import { runSweep } from '../../src/scheduler/run.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { TcpProxy } from '../support/proxy.js';
-import { capturingLogger, count, fixedClock, insertSessions, insertUsers, openMigratedOrm } from '../support/sweeps.js';
+import { capturingLogger, count, fixedClock, insertSessions, insertUsers, openMigratedOrm, scriptedClock } from '../support/sweeps.js';
 
 const NOW = new Date('2026-06-01T12:00:00.000Z');
 const DAY = 86_400_000;
@@ -41,13 +41,12 @@ it('logs and counts the failure without throwing, and the next run completes the
   const { logger, lines } = capturingLogger('info');
   // The clock is read at the start and before each batch; on the third batch the database is
   // gone: every connection cut, new ones refused (the first two batches have committed).
-  let reads = 0;
-  const clock = () => {
-    if (++reads === 4) void proxy.stop();
+  const clock = scriptedClock((read) => {
+    if (read === 4) void proxy.stop();
     return NOW;
-  };
+  });
 
-  const failed = await runSweep(job, { orm, logger, metrics, now: clock, batchSize: 100, maxDurationMs: 60_000 });
+  const failed = await runSweep(job, { orm, logger, metrics, clock, batchSize: 100, maxDurationMs: 60_000 });
 
   expect(failed).toMatchObject({ job: 'sweep-sessions', outcome: 'failed', rowsDeleted: 200, batches: 2 });
   expect(failed.error).toBeInstanceOf(Error);
@@ -66,7 +65,7 @@ it('logs and counts the failure without throwing, and the next run completes the
   expect(await count(db.url, 'sessions')).toBe(800);
 
   await proxy.start();
-  const next = await runSweep(job, { orm, logger, metrics, now: fixedClock(NOW), batchSize: 100, maxDurationMs: 60_000 });
+  const next = await runSweep(job, { orm, logger, metrics, clock: fixedClock(NOW), batchSize: 100, maxDurationMs: 60_000 });
 
   expect(next).toMatchObject({ outcome: 'completed', rowsDeleted: 800 });
   expect(await count(db.url, 'sessions')).toBe(0);

@@ -4,7 +4,7 @@ import { sweepSessions } from '../../src/scheduler/jobs/index.js';
 import { runSweep } from '../../src/scheduler/run.js';
 import { ADVISORY_LOCK_NAMESPACE, sweep, type SweepOptions } from '../../src/scheduler/sweep.js';
 import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
-import { capturingLogger, count, fixedClock, ids, insertSessions, insertUsers, openMigratedOrm, seedId, seedIds } from '../support/sweeps.js';
+import { capturingLogger, count, fixedClock, ids, insertSessions, insertUsers, openMigratedOrm, scriptedClock, seedId, seedIds } from '../support/sweeps.js';
 
 const NOW = new Date('2026-06-01T12:00:00.000Z');
 const HOUR = 3_600_000;
@@ -31,7 +31,7 @@ beforeEach(() => query(db.url, 'delete from sessions'));
 
 const options = (overrides: Partial<SweepOptions> = {}): SweepOptions => ({
   orm,
-  now: fixedClock(NOW),
+  clock: fixedClock(NOW),
   batchSize: 1000,
   maxDurationMs: 60_000,
   ...overrides,
@@ -78,10 +78,9 @@ it('deletes in batches of the configured size', async () => {
 it('starts no batch after the time limit, and the next run continues', async () => {
   await insertSessions(db.url, 200, { group: 1, count: 1_000, idleExpiresAt: at(DAY), absoluteExpiresAt: at(-1) });
   // The clock moves 10 s each time it is read: read at the start, then before each batch.
-  let reads = 0;
-  const stepping = () => at(10_000 * reads++);
+  const stepping = scriptedClock((read) => at(10_000 * (read - 1)));
 
-  const first = await sweep(job, options({ now: stepping, batchSize: 100, maxDurationMs: 25_000 }));
+  const first = await sweep(job, options({ clock: stepping, batchSize: 100, maxDurationMs: 25_000 }));
 
   expect(first).toEqual({ stop: 'time_limit', rowsDeleted: 200, batches: 2 });
   expect(await count(db.url, 'sessions')).toBe(800);
@@ -92,14 +91,13 @@ it('starts no batch after the time limit, and the next run continues', async () 
 it('stops between batches when shut down', async () => {
   await insertSessions(db.url, 200, { group: 1, count: 1_000, idleExpiresAt: at(DAY), absoluteExpiresAt: at(-1) });
   const shutdown = new AbortController();
-  let reads = 0;
   // Shutdown arrives while the first batch is being prepared: that batch still commits.
-  const clock = () => {
-    if (++reads === 2) shutdown.abort();
+  const clock = scriptedClock((read) => {
+    if (read === 2) shutdown.abort();
     return NOW;
-  };
+  });
 
-  expect(await sweep(job, options({ now: clock, batchSize: 100, signal: shutdown.signal }))).toEqual({
+  expect(await sweep(job, options({ clock, batchSize: 100, signal: shutdown.signal }))).toEqual({
     stop: 'interrupted',
     rowsDeleted: 100,
     batches: 1,

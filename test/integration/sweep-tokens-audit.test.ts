@@ -24,7 +24,7 @@ afterAll(async () => {
 
 const options = (overrides: Partial<SweepOptions> = {}): SweepOptions => ({
   orm,
-  now: fixedClock(NOW),
+  clock: fixedClock(NOW),
   batchSize: 2,
   maxDurationMs: 60_000,
   ...overrides,

@@ -1,3 +1,4 @@
+import type { Clock } from '../../src/domain/clock.js';
 import { createLogger, type Logger } from '../../src/observability/logger.js';
 import { createOrm, type Orm } from '../../src/persistence/orm.js';
 import { query } from './database.js';
@@ -62,7 +63,13 @@ export function seedIds(group: number, n: number): string[] {
 }
 
 /** A clock that always says `at`. */
-export const fixedClock = (at: Date) => () => new Date(at.getTime());
+export const fixedClock = (at: Date): Clock => ({ now: () => at.getTime() });
+
+/** A clock that calls `onRead` with the number of each read (1, 2, …) and says what it returns. */
+export const scriptedClock = (onRead: (read: number) => Date): Clock => {
+  let reads = 0;
+  return { now: () => onRead(++reads).getTime() };
+};
 
 /** A JSON logger whose lines a test can read back. */
 export function capturingLogger(level: 'info' | 'debug' = 'debug'): { logger: Logger; lines: () => Record<string, unknown>[] } {
