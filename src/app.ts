@@ -12,6 +12,7 @@ import type { Logger } from './observability/logger.js';
 import { createMetrics } from './observability/metrics.js';
 import { DatabaseMonitor } from './persistence/database.js';
 import { openDatabase } from './persistence/open.js';
+import { createSweepMetrics, createSweepScheduler } from './scheduler/index.js';
 
 export interface RunningApp {
   readonly grpcPort: number;
@@ -83,6 +84,11 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
     metrics.setDatabaseUp(status === 'available');
     if (!stopping) grpc.setServing(status === 'available' ? 'SERVING' : 'NOT_SERVING');
   });
+  const scheduler = createSweepScheduler(config, {
+    orm: database.orm,
+    logger: logger.child({ component: 'scheduler' }),
+    metrics: createSweepMetrics(metrics.registry),
+  });
   const http = createHttpServer({
     ready: () => !stopping && monitor.available,
     metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
@@ -104,6 +110,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
   grpc.setServing('SERVING');
   grpc.setAlive(true);
   logger.info({ grpcPort, httpPort, database: database.host }, 'latchkey serving');
+  scheduler.start();
 
   let stopped: Promise<{ forced: boolean }> | undefined;
   return {
@@ -112,6 +119,9 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
     stop() {
       stopped ??= (async () => {
         stopping = true;
+        // The scheduler stops first: no run or batch starts from here on, and the batch in flight
+        // commits or rolls back (awaited below) before the database closes.
+        const schedulerStopped = scheduler.stop();
         grpc.setServing('NOT_SERVING');
         grpc.setAlive(false);
         const started = Date.now();
@@ -119,6 +129,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
         await http.close();
         await auth.drain();
         await monitor.stop();
+        await schedulerStopped;
         await database.close();
         logger.info({ forced, durationMs: Date.now() - started }, 'latchkey stopped');
         return { forced };

@@ -6,12 +6,14 @@ import { renderConfigTable } from './config/docs.js';
 import type { Config } from './config/schema.js';
 import { createLogger, routeGrpcLogs, type Logger } from './observability/logger.js';
 import { openDatabase } from './persistence/open.js';
+import { sweepOnce } from './scheduler/index.js';
 
 const USAGE = `Usage: latchkey <command>
 
 Commands:
   serve     Serve the gRPC API and HTTP probes (default)
   migrate   Apply pending database migrations to DATABASE_URL and exit
+  sweep     Run every sweep once (expired sessions, used tokens, old audit events), print a summary and exit
   config    Print the configuration reference (Markdown) and exit
 
 Configuration comes from environment variables; see \`latchkey config\`.`;
@@ -72,6 +74,41 @@ async function migrate(config: Config, logger: Logger): Promise<void> {
   }
 }
 
+/**
+ * `latchkey sweep`, for a Kubernetes CronJob instead of the in-process scheduler: every sweep
+ * once, through the same code as the scheduled runs. Prints one line per job; a failed job makes
+ * the command fail. A SIGTERM lets the batch in flight finish, then stops.
+ */
+async function sweepCommand(config: Config, logger: Logger): Promise<number> {
+  const interrupt = new AbortController();
+  const onSignal = () => interrupt.abort();
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  let database;
+  try {
+    database = await openDatabase(config, logger, {
+      migrate: config.DATABASE_MIGRATE_ON_START ? 'apply' : 'require-current',
+      signal: interrupt.signal,
+    });
+  } catch (error) {
+    if (interrupt.signal.aborted) return 0;
+    throw error;
+  }
+  try {
+    const reports = await sweepOnce(config, { orm: database.orm, logger: logger.child({ component: 'sweep' }) }, interrupt.signal);
+    for (const r of reports) {
+      process.stdout.write(`${r.job}: ${r.outcome}, ${r.rowsDeleted} rows deleted in ${r.batches} batches (${r.durationMs} ms)\n`);
+    }
+    const failed = reports.filter((r) => r.outcome === 'failed');
+    if (failed.length > 0) {
+      throw new Error(failed.map((r) => `${r.job}: ${r.error?.message ?? 'unknown error'}`).join('; '));
+    }
+    return 0;
+  } finally {
+    await database.close();
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   const { positionals, values } = parseArgs({ args: argv, allowPositionals: true, options: { help: { type: 'boolean', short: 'h' } }, strict: false });
   const command = positionals[0] ?? 'serve';
@@ -83,7 +120,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${renderConfigTable()}\n`);
     return 0;
   }
-  if (command !== 'serve' && command !== 'migrate') {
+  if (command !== 'serve' && command !== 'migrate' && command !== 'sweep') {
     process.stderr.write(`latchkey: unknown command '${command}'\n\n${USAGE}\n`);
     return 64;
   }
@@ -103,9 +140,13 @@ async function main(argv: string[]): Promise<number> {
   const logger = createLogger(config.LOG_LEVEL);
   routeGrpcLogs(logger);
   try {
-    if (command === 'serve') await serve(config, logger);
-    else await migrate(config, logger);
-    return command === 'serve' ? -1 : 0;
+    if (command === 'serve') {
+      await serve(config, logger);
+      return -1;
+    }
+    if (command === 'sweep') return await sweepCommand(config, logger);
+    await migrate(config, logger);
+    return 0;
   } catch (error) {
     const message = `${command} failed: ${(error as Error).message}`;
     logger.fatal({ err: error }, message);

@@ -42,6 +42,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
   }
 
   const bad = new Set(problems.map((p) => p.name));
+  // Tests sweep only when they mean to: under NODE_ENV=test the scheduler is off unless set explicitly.
+  if (values.NODE_ENV === 'test' && (env.SCHEDULER_ENABLED ?? '') === '') values.SCHEDULER_ENABLED = false;
   if (values.NODE_ENV === 'production') {
     if (values.DATABASE_URL === undefined && !bad.has('DATABASE_URL')) {
       problems.push({ name: 'DATABASE_URL', message: 'is required when NODE_ENV=production' });

@@ -1,3 +1,4 @@
+import { Cron } from 'croner';
 import { z } from 'zod';
 import { formatDuration, parseDuration } from './duration.js';
 
@@ -88,6 +89,27 @@ const encryptionKey = z.string().transform((text, ctx) => {
     return z.NEVER;
   }
   return bytes;
+});
+
+/**
+ * A cron expression, checked by croner itself (the library that will run it): five fields, six
+ * with seconds first, or a nickname such as `@hourly`. A date (croner's one-off form) and an
+ * expression that never matches (`0 0 30 2 *`) are refused too. The messages never echo the value.
+ */
+const cronExpression = z.string().transform((text, ctx) => {
+  const pattern = text.trim();
+  let job: Cron;
+  try {
+    job = new Cron(pattern, { paused: true, mode: '5-or-6-parts' });
+  } catch {
+    ctx.addIssue({ code: 'custom', message: 'must be a cron expression such as `*/30 * * * *` (5 fields, or 6 with seconds first)' });
+    return z.NEVER;
+  }
+  if (job.getPattern() === undefined || job.nextRun() === null) {
+    ctx.addIssue({ code: 'custom', message: 'must be a cron expression that matches a future time (not a date)' });
+    return z.NEVER;
+  }
+  return pattern;
 });
 
 export const variables = {
@@ -225,6 +247,51 @@ export const variables = {
     description: 'Public base URL of the service, used to build links (password reset, email verification). Must be `https://` in production.',
     default: 'http://localhost:8080',
     schema: httpUrl,
+  }),
+  // Scheduled work (see src/scheduler/)
+  SCHEDULER_ENABLED: variable({
+    description:
+      'Run the sweeps on their schedules inside `serve`. Defaults to `false` when `NODE_ENV=test` unless set explicitly. Set `false` to sweep from a Kubernetes CronJob with `latchkey sweep` instead.',
+    default: 'true',
+    schema: boolean,
+  }),
+  SESSION_SWEEP_CRON: variable({
+    description:
+      'When `sweep-sessions` runs: deletes sessions past their idle or absolute expiry, and revoked sessions older than `REVOKED_SESSION_RETENTION`. Cron syntax (5 fields, or 6 with seconds first), in the local time zone of the process (UTC unless `TZ` says otherwise).',
+    default: '*/30 * * * *',
+    schema: cronExpression,
+  }),
+  TOKEN_SWEEP_CRON: variable({
+    description: 'When `sweep-one-time-tokens` runs: deletes used or expired password-reset and email-verification tokens. Cron syntax, as above.',
+    default: '15 * * * *',
+    schema: cronExpression,
+  }),
+  AUDIT_SWEEP_CRON: variable({
+    description: 'When `sweep-audit-events` runs: deletes audit events older than `AUDIT_RETENTION`. Cron syntax, as above.',
+    default: '45 3 * * *',
+    schema: cronExpression,
+  }),
+  SWEEP_BATCH_SIZE: variable({
+    description:
+      'Rows a sweep deletes per transaction. Each batch locks only the rows it deletes (skipping rows another transaction holds), so a sweep never makes a login or refresh wait for long.',
+    default: '1000',
+    schema: positiveInt(100_000),
+  }),
+  SWEEP_MAX_DURATION: variable({
+    description: 'A sweep run starts no new batch after this long; what is left is deleted by the next run.',
+    default: '1m',
+    schema: duration(1_000, 3_600_000),
+  }),
+  REVOKED_SESSION_RETENTION: variable({
+    description:
+      'How long a revoked (but not yet expired) session is kept before `sweep-sessions` deletes it, so that a replayed refresh token of that session is still recognised as reuse.',
+    default: '7d',
+    schema: duration(60_000, 365 * 86_400_000),
+  }),
+  AUDIT_RETENTION: variable({
+    description: 'How long audit events are kept before `sweep-audit-events` deletes them.',
+    default: '90d',
+    schema: duration(86_400_000, 3650 * 86_400_000),
   }),
   SHUTDOWN_TIMEOUT: variable({
     description: 'On SIGTERM/SIGINT, how long in-flight calls may take to finish before they are cancelled.',

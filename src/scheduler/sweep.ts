@@ -1,0 +1,143 @@
+import type { Clock } from '../domain/clock.js';
+import type { Orm } from '../persistence/orm.js';
+
+/**
+ * First key of every advisory lock Latchkey takes (`pg_try_advisory_xact_lock(namespace, job)`),
+ * so its locks cannot collide with another application's on a shared database. "LK".
+ */
+export const ADVISORY_LOCK_NAMESPACE = 0x4c4b;
+
+/**
+ * One kind of row a sweep deletes: rows of `table` whose `column` is before (`<`) or at (`<=`)
+ * the cutoff. Each pass walks one indexed column in order, so a batch reads only the index range
+ * it deletes, however large the backlog (one query with OR across columns would have to sort
+ * every matching row for each batch).
+ */
+export interface SweepPass {
+  /** Names the pass in code and docs, e.g. `idle-expired`. */
+  readonly name: string;
+  readonly table: string;
+  /** An indexed timestamp column. */
+  readonly column: string;
+  readonly comparison: '<' | '<=';
+  /** The cutoff for a run that started at `now`. */
+  cutoff(now: Date): Date;
+}
+
+export interface SweepJob {
+  /** The job's name in logs and metrics, e.g. `sweep-sessions`. */
+  readonly name: string;
+  /** Second key of the job's advisory lock; unique per job. */
+  readonly lockKey: number;
+  readonly passes: readonly SweepPass[];
+}
+
+export interface SweepOptions {
+  readonly orm: Orm;
+  /** Decides the cutoffs and the time limit; injected so tests say exactly what "now" is. */
+  readonly clock: Clock;
+  readonly batchSize: number;
+  /** No new batch starts once this much time (by `clock`) has passed since the run began. */
+  readonly maxDurationMs: number;
+  /** Shutdown: no new batch starts once aborted; the batch in flight finishes (or rolls back). */
+  readonly signal?: AbortSignal;
+}
+
+/** Why a run ended. */
+export type SweepStop =
+  /** Every pass ran until a batch came back short: nothing left (apart from rows others held locked). */
+  | 'completed'
+  /** `maxDurationMs` passed; the rest is left for the next run. */
+  | 'time_limit'
+  /** Another replica (or run) held the job's advisory lock: this run deleted nothing more. */
+  | 'skipped_lock'
+  /** The signal was aborted (shutdown) between batches. */
+  | 'interrupted';
+
+export interface SweepResult {
+  readonly stop: SweepStop;
+  /** Rows deleted by committed batches. */
+  readonly rowsDeleted: number;
+  /** Batches that got the lock and committed. */
+  readonly batches: number;
+}
+
+/** Thrown for a failure part-way through a run, carrying what committed before it. */
+export class SweepFailedError extends Error {
+  constructor(
+    readonly progress: { rowsDeleted: number; batches: number },
+    cause: unknown,
+  ) {
+    super(`sweep failed: ${(cause as Error | undefined)?.message ?? String(cause)}`, { cause });
+    this.name = 'SweepFailedError';
+  }
+}
+
+const quote = (identifier: string) => `"${identifier.replaceAll('"', '""')}"`;
+
+/**
+ * One batch as one statement, and so one transaction of its own (parameters: the two lock keys,
+ * the cutoff, the batch size). In the order PostgreSQL runs it:
+ *
+ * 1. `pg_try_advisory_xact_lock` on the job's key, held until the statement ends. When it is not
+ *    granted, the delete below is gated off (a one-time filter): no row is read or locked.
+ * 2. `select id … order by <column> limit n for update skip locked`: walks the column's index from
+ *    the oldest row, takes at most n row locks and passes over any row that a login, a refresh or
+ *    another sweeper holds, instead of waiting for it.
+ * 3. `delete … where id = any(array(…))`: the same as `id in (…)`, but always planned as a primary
+ *    key lookup of those n ids; `in (…)` can be planned as a hash join over the whole table.
+ *
+ * A single statement rather than BEGIN … COMMIT: if the connection dies part-way, the server rolls
+ * the statement back and the pool discards the connection. (An explicit transaction through
+ * MikroORM/Kysely leaks its pooled connection when the ROLLBACK itself fails on a dead
+ * connection, kysely-org/kysely#1990, and the pool runs dry after a few database outages.)
+ */
+export function batchDeleteSql(pass: SweepPass): string {
+  const table = quote(pass.table);
+  const column = quote(pass.column);
+  return [
+    'with lock as materialized (select pg_try_advisory_xact_lock(?, ?) as granted),',
+    `deleted as (delete from ${table} where (select granted from lock) and "id" = any(array(`,
+    `  select "id" from ${table} where ${column} ${pass.comparison} ? order by ${column} limit ? for update skip locked`,
+    ')) returning 1)',
+    'select (select granted from lock) as granted, (select count(*) from deleted)::int as deleted',
+  ].join('\n');
+}
+
+/**
+ * Runs one sweep: for each pass, batches of at most `batchSize` rows, each batch a transaction
+ * that first takes the job's transaction-scoped advisory lock, so only one replica sweeps a job at
+ * a time (a replica that does not get the lock ends its run). Cutoffs are fixed when the run
+ * starts. Throws SweepFailedError when a statement fails; batches committed before
+ * it stay committed, the failing one rolls back.
+ */
+export async function sweep(job: SweepJob, options: SweepOptions): Promise<SweepResult> {
+  const startedAt = new Date(options.clock.now());
+  const em = options.orm.em.fork();
+  let rowsDeleted = 0;
+  let batches = 0;
+  try {
+    for (const pass of job.passes) {
+      const sql = batchDeleteSql(pass);
+      const cutoff = pass.cutoff(startedAt);
+      for (;;) {
+        if (options.signal?.aborted) return { stop: 'interrupted', rowsDeleted, batches };
+        if (options.clock.now() - startedAt.getTime() >= options.maxDurationMs) return { stop: 'time_limit', rowsDeleted, batches };
+        const [batch] = await em.execute<{ granted: boolean; deleted: number }[]>(sql, [
+          ADVISORY_LOCK_NAMESPACE,
+          job.lockKey,
+          cutoff,
+          options.batchSize,
+        ]);
+        if (!batch?.granted) return { stop: 'skipped_lock', rowsDeleted, batches };
+        const deleted = Number(batch.deleted);
+        rowsDeleted += deleted;
+        batches += 1;
+        if (deleted < options.batchSize) break;
+      }
+    }
+    return { stop: 'completed', rowsDeleted, batches };
+  } catch (error) {
+    throw new SweepFailedError({ rowsDeleted, batches }, error);
+  }
+}
