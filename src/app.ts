@@ -88,6 +88,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
     orm: database.orm,
     logger: logger.child({ component: 'scheduler' }),
     metrics: createSweepMetrics(metrics.registry),
+    clock,
   });
   const http = createHttpServer({
     ready: () => !stopping && monitor.available,
