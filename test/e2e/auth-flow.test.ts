@@ -141,6 +141,7 @@ describe('tokens verify with a standard JWT library from the published keys alon
     expect(response!.keyIds).toEqual(jwks.keys.map((k) => k.kid));
     for (const key of jwks.keys) {
       expect(key).toEqual({ kty: 'EC', crv: 'P-256', x: expect.any(String), y: expect.any(String), kid: expect.any(String), alg: 'ES256', use: 'sig' });
+      expect(Object.keys(key)).toEqual(['kty', 'crv', 'x', 'y', 'kid', 'alg', 'use']);
     }
     const { payload, protectedHeader } = await verifyWith(jwks);
     expect(protectedHeader).toEqual({ alg: 'ES256', typ: 'at+jwt', kid: response!.keyIds[0] });

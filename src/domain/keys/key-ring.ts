@@ -48,7 +48,8 @@ export class KeyRing {
     // The newest active key signs; older ones keep verifying what they signed.
     const active = rows.filter((row) => row.activatesAt <= now && row.retiredAt === null).at(-1)!;
     const privateKey = createPrivateKey({ key: openPrivateKey(keyEncryptionKey, active.kid, active.privateKeyEncrypted), format: 'der', type: 'pkcs8' });
-    const jwks = { keys: rows.map((row) => row.publicJwk) };
+    // Members in a fixed order (jsonb storage does not keep the order they were written in).
+    const jwks = { keys: rows.map(({ publicJwk: k }) => ({ kty: k.kty, crv: k.crv, x: k.x, y: k.y, kid: k.kid, alg: k.alg, use: k.use })) };
     return new KeyRing({ kid: active.kid, privateKey }, verifying, JSON.stringify(jwks), rows.map((row) => row.kid));
   }
 
