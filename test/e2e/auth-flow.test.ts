@@ -219,3 +219,20 @@ describe('sessions expire on their own clock', () => {
     expect(Math.max(...expiries)).toBe(absolute);
   });
 });
+
+describe('rotation is atomic', () => {
+  it('of 10 concurrent refreshes with one token, exactly one rotates; the session has one live successor', async () => {
+    await register(client, 'racer@example.com');
+    const signedIn = await login(client, 'racer@example.com');
+    const results = await Promise.all(
+      Array.from({ length: 10 }, () => rpc<RefreshTokenResponse>('refreshToken', { refreshToken: signedIn.tokens!.refreshToken })),
+    );
+    const winners = results.filter((r) => !r.error);
+    expect(winners).toHaveLength(1);
+    expect(results.filter((r) => r.error).map((r) => failure(r.error).reason)).toEqual(Array(9).fill('TOKEN_INVALID'));
+    const [session] = await query<{ generation: number }>(db.url, 'select generation from sessions where id = $1', [signedIn.sessionId]);
+    expect(session!.generation).toBe(1);
+    const next = await rpc<RefreshTokenResponse>('refreshToken', { refreshToken: winners[0]!.response!.tokens!.refreshToken });
+    expect(next.error).toBeUndefined();
+  });
+});
