@@ -1,38 +1,29 @@
-import { type Client, status } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import { createHmac, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import jwt from 'jsonwebtoken';
-import { startApp, type RunningApp } from '../../src/app.js';
-import type { AuthServiceClient, LoginResponse, RefreshTokenResponse } from '../../src/generated/latchkey/auth/v1/auth_service.js';
-import { createLogger } from '../../src/observability/logger.js';
-import { failure, login, ManualClock, MINUTE, register, serverSigningKey, storeSnapshot } from '../support/auth.js';
-import { authClient, call, healthStatus } from '../support/clients.js';
-import { testConfig } from '../support/config.js';
-import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
+import type { LoginResponse, RefreshTokenResponse } from '../../src/generated/latchkey/auth/v1/auth_service.js';
+import { type AuthServer, failure, login, ManualClock, MINUTE, register, serverSigningKey, startAuthServer, storeSnapshot } from '../support/auth.js';
+import { healthStatus } from '../support/clients.js';
+import { query } from '../support/database.js';
 import { grpcFrame, openRawGrpcCall } from '../support/raw-grpc.js';
 
-let db: TestDatabase;
-let app: RunningApp;
-let client: AuthServiceClient;
 const clock = new ManualClock();
 const ISSUER = 'https://auth.example.com';
+let server: AuthServer;
 
 beforeAll(async () => {
-  db = await createTestDatabase();
-  app = await startApp(testConfig(db.url, { PUBLIC_URL: ISSUER }), createLogger('silent'), undefined, { clock });
-  client = authClient(app.grpcPort);
+  server = await startAuthServer({ PUBLIC_URL: ISSUER }, clock);
 });
 
 afterAll(async () => {
-  client?.close();
-  await app?.stop();
-  await db?.drop();
+  await server?.close();
 });
 
-const rpc = <Res>(method: string, request: object) => call<object, Res>(client as unknown as Client, method, request);
+const rpc = <Res>(method: string, request: object) => server.rpc<Res>(method, request);
 
 /** Calls `method` and asserts both the exact failure and that no table changed. */
 async function expectRejected(method: string, request: object, expected: { code: status; reason?: string; fields?: string[]; message?: string }) {
-  const before = await storeSnapshot(db.url);
+  const before = await storeSnapshot(server.db.url);
   const { error } = await rpc(method, request);
   const seen = failure(error);
   expect({ code: seen.code, reason: seen.reason, fields: seen.fields }).toEqual({
@@ -41,7 +32,7 @@ async function expectRejected(method: string, request: object, expected: { code:
     fields: expected.fields ?? [],
   });
   if (expected.message) expect(seen.message).toBe(expected.message);
-  expect(await storeSnapshot(db.url)).toEqual(before);
+  expect(await storeSnapshot(server.db.url)).toEqual(before);
   return seen;
 }
 
@@ -80,12 +71,12 @@ describe('Register refuses bad input with the exact reason and changes nothing',
   });
 
   it('a 1 MB password is refused by the transport with RESOURCE_EXHAUSTED before any handler runs', async () => {
-    const before = await storeSnapshot(db.url);
+    const before = await storeSnapshot(server.db.url);
     const { error } = await rpc('register', { ...good, password: 'p'.repeat(1024 * 1024) });
     expect(error?.code).toBe(status.RESOURCE_EXHAUSTED);
     expect(error?.details).not.toContain('pppp');
-    expect(await storeSnapshot(db.url)).toEqual(before);
-    expect(await healthStatus(app.grpcPort)).toBe('SERVING');
+    expect(await storeSnapshot(server.db.url)).toEqual(before);
+    expect(await healthStatus(server.app.grpcPort)).toBe('SERVING');
   });
 
   it('a password whose bytes are not valid UTF-8 → INVALID_ARGUMENT on the password field', async () => {
@@ -93,18 +84,18 @@ describe('Register refuses bad input with the exact reason and changes nothing',
     const email = Buffer.from('raw@example.com');
     const password = Buffer.concat([Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('abcdefgh')]);
     const message = Buffer.concat([Buffer.from([0x0a, email.length]), email, Buffer.from([0x12, password.length]), password]);
-    const before = await storeSnapshot(db.url);
-    const raw = await openRawGrpcCall(app.grpcPort, '/latchkey.auth.v1.AuthService/Register');
+    const before = await storeSnapshot(server.db.url);
+    const raw = await openRawGrpcCall(server.app.grpcPort, '/latchkey.auth.v1.AuthService/Register');
     await raw.end(grpcFrame(message));
     const outcome = await raw.outcome;
     raw.session.close();
     expect(outcome.status?.code).toBe(status.INVALID_ARGUMENT);
     expect(decodeURIComponent(outcome.status!.message)).toBe('invalid request: password');
-    expect(await storeSnapshot(db.url)).toEqual(before);
+    expect(await storeSnapshot(server.db.url)).toEqual(before);
   });
 
   it('a taken email, in any case or spacing → ALREADY_EXISTS / EMAIL_TAKEN', async () => {
-    await register(client, 'taken@example.com');
+    await register(server.client, 'taken@example.com');
     await expectRejected('register', { ...good, email: '  TAKEN@example.com' }, { code: status.ALREADY_EXISTS, reason: 'EMAIL_TAKEN' });
   });
 
@@ -112,7 +103,7 @@ describe('Register refuses bad input with the exact reason and changes nothing',
     const results = await Promise.all(Array.from({ length: 5 }, () => rpc('register', { ...good, email: 'race@example.com' })));
     expect(results.filter((r) => !r.error)).toHaveLength(1);
     expect(results.filter((r) => r.error).map((r) => failure(r.error).reason)).toEqual(Array(4).fill('EMAIL_TAKEN'));
-    const rows = await query(db.url, `select id from users where email = 'race@example.com'`);
+    const rows = await query(server.db.url, `select id from users where email = 'race@example.com'`);
     expect(rows).toHaveLength(1);
   });
 });
@@ -126,29 +117,29 @@ describe('password policy (NIST SP 800-63B)', () => {
     ['256 four-byte characters (1024 bytes)', '😀'.repeat(256)],
   ])('accepts %s, and it logs in', async (_name, password) => {
     const email = `policy-${Buffer.from(_name).toString('hex').slice(0, 20)}@example.com`;
-    await register(client, email, password);
-    await expect(login(client, email, password)).resolves.toBeDefined();
+    await register(server.client, email, password);
+    await expect(login(server.client, email, password)).resolves.toBeDefined();
   });
 
   it('never truncates: two 100-character passwords sharing their first 72 bytes do not unlock each other', async () => {
     const shared = 'x'.repeat(72);
     const first = `${shared}${'a'.repeat(28)}`;
     const second = `${shared}${'b'.repeat(28)}`;
-    await register(client, 'long@example.com', first);
+    await register(server.client, 'long@example.com', first);
     const { error } = await rpc('login', { email: 'long@example.com', password: second });
     expect(failure(error)).toMatchObject({ code: status.UNAUTHENTICATED, reason: 'INVALID_CREDENTIALS' });
-    await expect(login(client, 'long@example.com', first)).resolves.toBeDefined();
+    await expect(login(server.client, 'long@example.com', first)).resolves.toBeDefined();
   });
 
   it('compares passwords after NFKC normalisation, so composed and decomposed forms match', async () => {
-    await register(client, 'accent@example.com', 'caf\u00e9 au lait');
-    await expect(login(client, 'accent@example.com', 'cafe\u0301 au lait')).resolves.toBeDefined();
+    await register(server.client, 'accent@example.com', 'caf\u00e9 au lait');
+    await expect(login(server.client, 'accent@example.com', 'cafe\u0301 au lait')).resolves.toBeDefined();
   });
 });
 
 describe('Login', () => {
   beforeAll(async () => {
-    await register(client, 'known@example.com', 'the right password');
+    await register(server.client, 'known@example.com', 'the right password');
   });
 
   it('answers an unknown email and a wrong password identically, and records both', async () => {
@@ -159,7 +150,7 @@ describe('Login', () => {
     expect(unknown).toEqual(wrong);
     expect(unknown).toEqual({ code: status.UNAUTHENTICATED, reason: 'INVALID_CREDENTIALS', message: 'the email or password is incorrect', fields: [] });
     const events = await query<{ event_type: string; details: Record<string, unknown>; ip_address: string }>(
-      db.url,
+      server.db.url,
       `select event_type, details, ip_address from audit_events where event_type = 'login.failed' and details->>'email' in ('nobody@example.com', 'known@example.com') order by id`,
     );
     expect(events).toEqual([
@@ -171,17 +162,17 @@ describe('Login', () => {
 
   /** A failed login adds exactly one audit event and nothing else. */
   async function expectFailedLogin(request: { email: string; password: string }) {
-    const before = await storeSnapshot(db.url);
+    const before = await storeSnapshot(server.db.url);
     const { error } = await rpc('login', { ...request, client: { ipAddress: '198.51.100.1', userAgent: 'probe', deviceName: '' } });
-    const after = await storeSnapshot(db.url);
+    const after = await storeSnapshot(server.db.url);
     expect({ ...after, audit_events: '' }).toEqual({ ...before, audit_events: '' });
     expect(after.audit_events!.split('\n').length).toBe(before.audit_events!.split('\n').filter(Boolean).length + 1);
     return failure(error);
   }
 
   it('tells a disabled user ACCOUNT_DISABLED only after the right password, and starts no session', async () => {
-    const user = await register(client, 'disabled@example.com', 'the right password');
-    await query(db.url, 'update users set disabled_at = now() where id = $1', [user.user!.id]);
+    const user = await register(server.client, 'disabled@example.com', 'the right password');
+    await query(server.db.url, 'update users set disabled_at = now() where id = $1', [user.user!.id]);
     expect(await expectFailedLogin({ email: 'disabled@example.com', password: 'not it at all' })).toMatchObject({ reason: 'INVALID_CREDENTIALS' });
     expect(await expectFailedLogin({ email: 'disabled@example.com', password: 'the right password' })).toEqual({
       code: status.PERMISSION_DENIED,
@@ -189,7 +180,7 @@ describe('Login', () => {
       message: 'this account is disabled',
       fields: [],
     });
-    expect(await query(db.url, 'select id from sessions where user_id = $1', [user.user!.id])).toEqual([]);
+    expect(await query(server.db.url, 'select id from sessions where user_id = $1', [user.user!.id])).toEqual([]);
   });
 
   it.each([
@@ -212,7 +203,7 @@ describe('Login', () => {
     });
     expect(error).toBeUndefined();
     const [session] = await query<{ ip_address: string; user_agent: string; device_name: string }>(
-      db.url,
+      server.db.url,
       'select ip_address, user_agent, device_name from sessions where id = $1',
       [response!.sessionId],
     );
@@ -226,9 +217,9 @@ describe('ValidateToken refuses every token it did not issue, or not for this au
   const now = () => Math.floor(clock.ms / 1000);
 
   beforeAll(async () => {
-    await register(client, 'tokens@example.com');
-    signedIn = await login(client, 'tokens@example.com');
-    serverKey = await serverSigningKey(db.url);
+    await register(server.client, 'tokens@example.com');
+    signedIn = await login(server.client, 'tokens@example.com');
+    serverKey = await serverSigningKey(server.db.url);
   });
 
   const claims = (overrides: Record<string, unknown> = {}) => ({
@@ -344,13 +335,20 @@ describe('ValidateToken refuses every token it did not issue, or not for this au
   });
 
   it('expires on the clock: valid one second before exp, TOKEN_EXPIRED at exp', async () => {
-    const own = await login(client, 'tokens@example.com');
+    const own = await login(server.client, 'tokens@example.com');
     const exp = Math.floor(own.tokens!.accessTokenExpiresAt!.getTime() / 1000);
     clock.ms = (exp - 1) * 1000;
     expect((await validate(own.tokens!.accessToken)).error).toBeUndefined();
     clock.ms = exp * 1000;
     expect(failure((await validate(own.tokens!.accessToken)).error).reason).toBe('TOKEN_EXPIRED');
     clock.ms = Date.now();
+  });
+
+  it("check_revocation of a token naming another user's live session → SESSION_REVOKED", async () => {
+    await expectRejected('validateToken', { accessToken: forge(claims({ sub: '33333333-3333-4333-8333-333333333333' })), checkRevocation: true }, {
+      code: status.UNAUTHENTICATED,
+      reason: 'SESSION_REVOKED',
+    });
   });
 
   it('check_revocation of a token whose session no longer exists → SESSION_REVOKED', async () => {
@@ -366,9 +364,9 @@ describe('RefreshToken and Logout refuse tokens that are not the current refresh
   let b: LoginResponse;
 
   beforeAll(async () => {
-    await register(client, 'refresher@example.com');
-    a = await login(client, 'refresher@example.com');
-    b = await login(client, 'refresher@example.com');
+    await register(server.client, 'refresher@example.com');
+    a = await login(server.client, 'refresher@example.com');
+    b = await login(server.client, 'refresher@example.com');
   });
 
   const otherSessionsSecret = () => `${a.sessionId}.${b.tokens!.refreshToken.split('.')[1]}`;
@@ -408,9 +406,9 @@ describe('RefreshToken and Logout refuse tokens that are not the current refresh
   });
 
   it('a token of a deleted user → TOKEN_INVALID', async () => {
-    const user = await register(client, 'deleted@example.com');
-    const signedIn = await login(client, 'deleted@example.com');
-    await query(db.url, 'delete from users where id = $1', [user.user!.id]);
+    const user = await register(server.client, 'deleted@example.com');
+    const signedIn = await login(server.client, 'deleted@example.com');
+    await query(server.db.url, 'delete from users where id = $1', [user.user!.id]);
     await expectRejected('refreshToken', { refreshToken: signedIn.tokens!.refreshToken }, { code: status.UNAUTHENTICATED, reason: 'TOKEN_INVALID' });
     await expectRejected('logout', { refreshToken: signedIn.tokens!.refreshToken }, { code: status.UNAUTHENTICATED, reason: 'TOKEN_INVALID' });
     await expectRejected('validateToken', { accessToken: signedIn.tokens!.accessToken, checkRevocation: true }, {
@@ -420,28 +418,28 @@ describe('RefreshToken and Logout refuse tokens that are not the current refresh
   });
 
   it('a disabled user cannot refresh: SESSION_REVOKED', async () => {
-    const user = await register(client, 'disabled-later@example.com');
-    const signedIn = await login(client, 'disabled-later@example.com');
-    await query(db.url, 'update users set disabled_at = now() where id = $1', [user.user!.id]);
+    const user = await register(server.client, 'disabled-later@example.com');
+    const signedIn = await login(server.client, 'disabled-later@example.com');
+    await query(server.db.url, 'update users set disabled_at = now() where id = $1', [user.user!.id]);
     await expectRejected('refreshToken', { refreshToken: signedIn.tokens!.refreshToken }, { code: status.UNAUTHENTICATED, reason: 'SESSION_REVOKED' });
   });
 
   it('new roles appear in the next refreshed access token', async () => {
-    const user = await register(client, 'promoted@example.com');
-    const signedIn = await login(client, 'promoted@example.com');
-    await query(db.url, `update users set roles = '{admin,billing}' where id = $1`, [user.user!.id]);
+    const user = await register(server.client, 'promoted@example.com');
+    const signedIn = await login(server.client, 'promoted@example.com');
+    await query(server.db.url, `update users set roles = '{admin,billing}' where id = $1`, [user.user!.id]);
     const { response } = await rpc<RefreshTokenResponse>('refreshToken', { refreshToken: signedIn.tokens!.refreshToken });
     const payload = jwt.decode(response!.tokens!.accessToken) as { roles: string[] };
     expect(payload.roles).toEqual(['admin', 'billing']);
   });
 
   it('an idle-expired session refuses refresh with SESSION_EXPIRED but logout still ends it', async () => {
-    await register(client, 'sleepy@example.com');
-    const signedIn = await login(client, 'sleepy@example.com');
-    await query(db.url, 'update sessions set idle_expires_at = $1 where id = $2', [new Date(clock.ms - MINUTE), signedIn.sessionId]);
+    await register(server.client, 'sleepy@example.com');
+    const signedIn = await login(server.client, 'sleepy@example.com');
+    await query(server.db.url, 'update sessions set idle_expires_at = $1 where id = $2', [new Date(clock.ms - MINUTE), signedIn.sessionId]);
     await expectRejected('refreshToken', { refreshToken: signedIn.tokens!.refreshToken }, { code: status.UNAUTHENTICATED, reason: 'SESSION_EXPIRED' });
     expect((await rpc('logout', { refreshToken: signedIn.tokens!.refreshToken })).error).toBeUndefined();
-    const [row] = await query<{ revoked_reason: string }>(db.url, 'select revoked_reason from sessions where id = $1', [signedIn.sessionId]);
+    const [row] = await query<{ revoked_reason: string }>(server.db.url, 'select revoked_reason from sessions where id = $1', [signedIn.sessionId]);
     expect(row!.revoked_reason).toBe('LOGOUT');
   });
 });

@@ -45,12 +45,6 @@ export interface IssuedTokens {
   readonly refreshTokenExpiresAt: Date;
 }
 
-export interface ClientInput {
-  readonly ipAddress: string;
-  readonly userAgent: string;
-  readonly deviceName: string;
-}
-
 export const MAX_DISPLAY_NAME = 100;
 export const MAX_ACCESS_TOKEN_LENGTH = 4096;
 export const MAX_REFRESH_TOKEN_LENGTH = 256;
@@ -70,10 +64,8 @@ function checkDisplayName(field: string, name: string): Checked<string> {
 }
 
 function checkTokenField(field: string, token: string, max: number): void {
-  const checks = new RequestChecks();
-  if (token.length === 0) checks.check(invalid(field, 'is required'));
-  else if (token.length > max) checks.check(invalid(field, `must be at most ${max} characters`));
-  checks.throwIfAny();
+  if (token.length === 0) throw DomainError.invalidArgument([{ field, description: 'is required' }]);
+  if (token.length > max) throw DomainError.invalidArgument([{ field, description: `must be at most ${max} characters` }]);
 }
 
 /**
@@ -125,7 +117,7 @@ export class AuthService {
    * disabled account all cost one hash comparison and one write.
    */
   async login(
-    input: { email: string; password: string; client: ClientInput | undefined },
+    input: { email: string; password: string; client: ClientInfo | undefined },
     signal?: AbortSignal,
   ): Promise<{ user: UserRecord; sessionId: string; tokens: IssuedTokens }> {
     const checks = new RequestChecks();
@@ -204,7 +196,7 @@ export class AuthService {
    * sessions.rotate). The new secret is derived from the presented one, so a retry can later be
    * answered with the same child.
    */
-  async refresh(input: { refreshToken: string; client: ClientInput | undefined }): Promise<IssuedTokens> {
+  async refresh(input: { refreshToken: string; client: ClientInfo | undefined }): Promise<IssuedTokens> {
     checkTokenField('refresh_token', input.refreshToken, MAX_REFRESH_TOKEN_LENGTH);
     let client: ClientInfo | undefined;
     if (input.client) {
@@ -283,10 +275,12 @@ export class AuthService {
     checkTokenField('access_token', input.accessToken, MAX_ACCESS_TOKEN_LENGTH);
     const claims = this.deps.accessTokens.verify(input.accessToken);
     if (!input.checkRevocation) return claims;
-    const activity = await sessions.activity(this.em(), claims.sessionId, claims.userId);
-    if (!activity || activity.revokedAt !== null) throw new DomainError('SESSION_REVOKED', 'the session has been revoked');
+    const session = await sessions.state(this.em(), claims.sessionId);
+    if (!session || session.userId !== claims.userId || session.revokedAt !== null) {
+      throw new DomainError('SESSION_REVOKED', 'the session has been revoked');
+    }
     const now = this.deps.clock.now();
-    if (activity.idleExpiresAt.getTime() <= now || activity.absoluteExpiresAt.getTime() <= now) {
+    if (session.idleExpiresAt.getTime() <= now || session.absoluteExpiresAt.getTime() <= now) {
       throw new DomainError('SESSION_EXPIRED', 'the session has expired');
     }
     return claims;

@@ -24,7 +24,7 @@ function codePoints(text: string): string[] {
  */
 export function checkClientInfo(
   field: string,
-  client: { ipAddress: string; userAgent: string; deviceName: string } | undefined,
+  client: ClientInfo | undefined,
 ): Checked<ClientInfo> {
   if (!client) return { value: { ipAddress: '', userAgent: '', deviceName: '' } };
   const violations: FieldViolation[] = [];

@@ -1,7 +1,6 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
-import { queryOne } from './sql.js';
+import { dateOrNull, queryOne } from './sql.js';
 import { AUDIT_COLUMNS, AUDIT_PLACEHOLDERS, auditValues, type AuditEntry, type AuditEventType } from './audit.js';
-import { parseTextArray } from './users.js';
 
 export interface NewSession {
   readonly id: string;
@@ -33,7 +32,14 @@ export interface SessionState {
   readonly absoluteExpiresAt: Date;
 }
 
-const toDate = (value: string | null) => (value === null ? null : new Date(value));
+interface RawSessionState {
+  user_id: string;
+  refresh_secret_hash: Buffer;
+  previous_secret_hash: Buffer | null;
+  revoked_at: string | null;
+  idle_expires_at: string;
+  absolute_expires_at: string;
+}
 
 export const sessions = {
   /**
@@ -41,7 +47,8 @@ export const sessions = {
    * sign-in time and the audit event. Nothing else happens on the login path.
    */
   async insertForLogin(em: EntityManager, session: NewSession, audit: AuditEntry): Promise<boolean> {
-    const row = await queryOne<{ id: string }>(em, 
+    const row = await queryOne<{ id: string }>(
+      em,
       `with created as (
          insert into sessions (id, user_id, generation, refresh_secret_hash, ip_address, user_agent, device_name,
                                created_at, last_used_at, idle_expires_at, absolute_expires_at)
@@ -89,7 +96,8 @@ export const sessions = {
       client?: { ipAddress: string; userAgent: string; deviceName: string };
     },
   ): Promise<RotatedSession | undefined> {
-    const row = await queryOne<{ user_id: string; email: string; roles: string[] | string; idle_expires_at: string; absolute_expires_at: string }>(em, 
+    const row = await queryOne<{ user_id: string; email: string; roles: string[]; idle_expires_at: string; absolute_expires_at: string }>(
+      em,
       `update sessions s
           set generation = s.generation + 1,
               previous_secret_hash = s.refresh_secret_hash,
@@ -124,23 +132,17 @@ export const sessions = {
     return {
       userId: row.user_id,
       email: row.email,
-      roles: parseTextArray(row.roles),
+      roles: row.roles,
       idleExpiresAt: new Date(row.idle_expires_at),
       absoluteExpiresAt: new Date(row.absolute_expires_at),
     };
   },
 
+  /** One session's owner, secrets, revocation and expiry: to explain a refused token, and for `check_revocation`. */
   async state(em: EntityManager, sessionId: string): Promise<SessionState | undefined> {
-    const row = await queryOne<| {
-          user_id: string;
-          refresh_secret_hash: Buffer;
-          previous_secret_hash: Buffer | null;
-          revoked_at: string | null;
-          idle_expires_at: string;
-          absolute_expires_at: string;
-        }>(em, 
-      `select s.user_id, s.refresh_secret_hash, s.previous_secret_hash, s.revoked_at, s.idle_expires_at, s.absolute_expires_at
-         from sessions s where s.id = ?`,
+    const row = await queryOne<RawSessionState>(
+      em,
+      'select user_id, refresh_secret_hash, previous_secret_hash, revoked_at, idle_expires_at, absolute_expires_at from sessions where id = ?',
       [sessionId],
     );
     if (!row) return undefined;
@@ -148,7 +150,7 @@ export const sessions = {
       userId: row.user_id,
       refreshSecretHash: row.refresh_secret_hash,
       previousSecretHash: row.previous_secret_hash,
-      revokedAt: toDate(row.revoked_at),
+      revokedAt: dateOrNull(row.revoked_at),
       idleExpiresAt: new Date(row.idle_expires_at),
       absoluteExpiresAt: new Date(row.absolute_expires_at),
     };
@@ -163,7 +165,8 @@ export const sessions = {
     revocation: { sessionId: string; presentedHash: Buffer; now: Date; reason: string },
     audit: { type: AuditEventType; details?: Record<string, unknown> },
   ): Promise<boolean> {
-    const row = await queryOne<{ id: string }>(em, 
+    const row = await queryOne<{ id: string }>(
+      em,
       `with revoked as (
          update sessions set revoked_at = ?, revoked_reason = ?
           where id = ? and refresh_secret_hash = ? and revoked_at is null
@@ -183,19 +186,5 @@ export const sessions = {
       ],
     );
     return row !== undefined;
-  },
-
-  /** The revocation and expiry of one session of one user, for `check_revocation`. */
-  async activity(
-    em: EntityManager,
-    sessionId: string,
-    userId: string,
-  ): Promise<{ revokedAt: Date | null; idleExpiresAt: Date; absoluteExpiresAt: Date } | undefined> {
-    const row = await queryOne<{ revoked_at: string | null; idle_expires_at: string; absolute_expires_at: string }>(em, 
-      'select revoked_at, idle_expires_at, absolute_expires_at from sessions where id = ? and user_id = ?',
-      [sessionId, userId],
-    );
-    if (!row) return undefined;
-    return { revokedAt: toDate(row.revoked_at), idleExpiresAt: new Date(row.idle_expires_at), absoluteExpiresAt: new Date(row.absolute_expires_at) };
   },
 };

@@ -1,5 +1,5 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
-import { queryAll, queryOne, run } from './sql.js';
+import { dateOrNull, queryAll, queryOne, run } from './sql.js';
 
 export interface SigningKeyRow {
   readonly kid: string;
@@ -14,24 +14,22 @@ export interface SigningKeyRow {
 interface RawRow {
   kid: string;
   algorithm: string;
-  public_jwk: Record<string, string> | string;
+  public_jwk: Record<string, string>;
   private_key_encrypted: Buffer;
   activates_at: string;
   retired_at: string | null;
   expires_at: string | null;
 }
 
-const toDate = (value: string | null) => (value === null ? null : new Date(value));
-
 function toRow(raw: RawRow): SigningKeyRow {
   return {
     kid: raw.kid,
     algorithm: raw.algorithm,
-    publicJwk: typeof raw.public_jwk === 'string' ? (JSON.parse(raw.public_jwk) as Record<string, string>) : raw.public_jwk,
+    publicJwk: raw.public_jwk,
     privateKeyEncrypted: raw.private_key_encrypted,
     activatesAt: new Date(raw.activates_at),
-    retiredAt: toDate(raw.retired_at),
-    expiresAt: toDate(raw.expires_at),
+    retiredAt: dateOrNull(raw.retired_at),
+    expiresAt: dateOrNull(raw.expires_at),
   };
 }
 
@@ -39,7 +37,8 @@ const COLUMNS = 'kid, algorithm, public_jwk, private_key_encrypted, activates_at
 
 /** Keys still published in the JWKS at `now`: not past `expires_at`. Oldest activation first. */
 async function listPublished(em: EntityManager, now: Date): Promise<SigningKeyRow[]> {
-  const rows = await queryAll<RawRow>(em, 
+  const rows = await queryAll<RawRow>(
+    em,
     `select ${COLUMNS} from signing_keys where expires_at is null or expires_at > ? order by activates_at, kid`,
     [now],
   );

@@ -15,6 +15,11 @@ export async function queryAll<T extends object>(em: EntityManager, sql: string,
   return (await em.execute<Record<string, unknown>[]>(sql, [...params], 'all')) as T[];
 }
 
+/** A nullable timestamptz column as read through MikroORM's connection (text) to a Date. */
+export function dateOrNull(value: string | null): Date | null {
+  return value === null ? null : new Date(value);
+}
+
 /** Runs a statement and returns the number of rows it affected. */
 export async function run(em: EntityManager, sql: string, params: readonly unknown[] = []): Promise<number> {
   const result = await em.execute<{ affectedRows: number }>(sql, [...params], 'run');

@@ -1,5 +1,5 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
-import { queryOne, run } from './sql.js';
+import { dateOrNull, queryOne, run } from './sql.js';
 import { AUDIT_COLUMNS, AUDIT_PLACEHOLDERS, auditValues, type AuditEntry } from './audit.js';
 
 export interface UserRecord {
@@ -20,7 +20,7 @@ interface RawUser {
   email: string;
   password_hash: string;
   display_name: string;
-  roles: string[] | string;
+  roles: string[];
   email_verified_at: string | null;
   disabled_at: string | null;
   created_at: string;
@@ -31,27 +31,18 @@ interface RawUser {
 export const USER_COLUMNS =
   'id, email, password_hash, display_name, roles, email_verified_at, disabled_at, created_at, updated_at, last_login_at';
 
-const toDate = (value: string | null) => (value === null ? null : new Date(value));
-
-/** Postgres `text[]` arrives parsed from node-postgres, but as its text form through some paths. */
-export function parseTextArray(value: string[] | string): string[] {
-  if (Array.isArray(value)) return value;
-  const inner = value.replace(/^\{|\}$/g, '');
-  return inner === '' ? [] : inner.split(',').map((item) => item.replace(/^"|"$/g, '').replace(/\\(.)/g, '$1'));
-}
-
 export function toUserRecord(raw: RawUser): UserRecord {
   return {
     id: raw.id,
     email: raw.email,
     passwordHash: raw.password_hash,
     displayName: raw.display_name,
-    roles: parseTextArray(raw.roles),
-    emailVerifiedAt: toDate(raw.email_verified_at),
-    disabledAt: toDate(raw.disabled_at),
+    roles: raw.roles,
+    emailVerifiedAt: dateOrNull(raw.email_verified_at),
+    disabledAt: dateOrNull(raw.disabled_at),
     createdAt: new Date(raw.created_at),
     updatedAt: new Date(raw.updated_at),
-    lastLoginAt: toDate(raw.last_login_at),
+    lastLoginAt: dateOrNull(raw.last_login_at),
   };
 }
 
@@ -70,7 +61,8 @@ export const users = {
     user: { id: string; email: string; passwordHash: string; displayName: string; now: Date },
     audit: AuditEntry,
   ): Promise<UserRecord | undefined> {
-    const row = await queryOne<RawUser>(em, 
+    const row = await queryOne<RawUser>(
+      em,
       `with created as (
          insert into users (id, email, password_hash, display_name, password_changed_at, created_at, updated_at)
          values (?, ?, ?, ?, ?, ?, ?)
