@@ -10,12 +10,13 @@ export interface HttpProbes {
   jwks(): string;
 }
 
-function send(response: ServerResponse, statusCode: number, body: unknown): void {
-  const json = JSON.stringify(body);
+/** A JSON response; `json` is sent as is when already rendered. Not cacheable unless `cacheControl` says so. */
+function send(response: ServerResponse, statusCode: number, body: unknown, cacheControl = 'no-store'): void {
+  const json = typeof body === 'string' ? body : JSON.stringify(body);
   response.writeHead(statusCode, {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(json),
-    'cache-control': 'no-store',
+    'cache-control': cacheControl,
   });
   response.end(json);
 }
@@ -33,17 +34,10 @@ export function createHttpServer(probes: HttpProbes): { server: Server; listen(p
     }
     const path = (request.url ?? '/').split('?')[0];
     switch (path) {
-      case '/.well-known/jwks.json': {
-        const body = probes.jwks();
+      case '/.well-known/jwks.json':
         // A few minutes of caching: new keys are published well before they sign (see GetJwks).
-        response.writeHead(200, {
-          'content-type': 'application/json',
-          'content-length': Buffer.byteLength(body),
-          'cache-control': 'public, max-age=300',
-        });
-        response.end(body);
+        send(response, 200, probes.jwks(), 'public, max-age=300');
         return;
-      }
       case '/healthz':
         send(response, 200, { status: 'ok' });
         return;
