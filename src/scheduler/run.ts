@@ -31,31 +31,22 @@ export async function runSweep(job: SweepJob, deps: RunSweepDeps): Promise<Sweep
   // Duration is an observation, measured on the monotonic clock; `clock` drives behaviour (cutoffs, time limit).
   const started = performance.now();
   const elapsed = () => Math.round(performance.now() - started);
-  let report: SweepReport;
+  let outcome: Pick<SweepReport, 'outcome' | 'rowsDeleted' | 'batches' | 'error'>;
   try {
     const result = await sweep(job, deps);
-    report = {
-      job: job.name,
-      outcome: result.stop,
-      rowsDeleted: result.rowsDeleted,
-      batches: result.batches,
-      durationMs: elapsed(),
-      skippedForLock: result.stop === 'skipped_lock',
-      stoppedAtTimeLimit: result.stop === 'time_limit',
-    };
+    outcome = { outcome: result.stop, rowsDeleted: result.rowsDeleted, batches: result.batches };
   } catch (error) {
     const progress = error instanceof SweepFailedError ? error.progress : { rowsDeleted: 0, batches: 0 };
     const cause = error instanceof SweepFailedError ? error.cause : error;
-    report = {
-      job: job.name,
-      ...progress,
-      outcome: 'failed',
-      durationMs: elapsed(),
-      skippedForLock: false,
-      stoppedAtTimeLimit: false,
-      error: cause instanceof Error ? cause : new Error(String(cause)),
-    };
+    outcome = { ...progress, outcome: 'failed', error: cause instanceof Error ? cause : new Error(String(cause)) };
   }
+  const report: SweepReport = {
+    job: job.name,
+    ...outcome,
+    durationMs: elapsed(),
+    skippedForLock: outcome.outcome === 'skipped_lock',
+    stoppedAtTimeLimit: outcome.outcome === 'time_limit',
+  };
 
   const { error, ...fields } = report;
   if (error) {
