@@ -1,41 +1,30 @@
-import { type Client, status } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import { createLocalJWKSet, jwtVerify } from 'jose';
-import { startApp, type RunningApp } from '../../src/app.js';
 import type {
-  AuthServiceClient,
   GetJwksResponse,
   LoginResponse,
   RefreshTokenResponse,
   ValidateTokenResponse,
 } from '../../src/generated/latchkey/auth/v1/auth_service.js';
-import { createLogger } from '../../src/observability/logger.js';
-import { DAY, failure, login, ManualClock, MINUTE, register, storeSnapshot } from '../support/auth.js';
-import { authClient, call } from '../support/clients.js';
-import { testConfig } from '../support/config.js';
-import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
+import { type AuthServer, DAY, failure, login, ManualClock, MINUTE, register, startAuthServer, storeSnapshot } from '../support/auth.js';
+import { query } from '../support/database.js';
 
-let db: TestDatabase;
-let app: RunningApp;
-let client: AuthServiceClient;
 const clock = new ManualClock();
+let server: AuthServer;
 
 beforeAll(async () => {
-  db = await createTestDatabase();
-  app = await startApp(testConfig(db.url, { PUBLIC_URL: 'https://auth.example.com' }), createLogger((process.env.TEST_LOG_LEVEL as 'error') ?? 'silent'), undefined, { clock });
-  client = authClient(app.grpcPort);
+  server = await startAuthServer({ PUBLIC_URL: 'https://auth.example.com' }, clock);
 });
 
 afterAll(async () => {
-  client?.close();
-  await app?.stop();
-  await db?.drop();
+  await server?.close();
 });
 
-const rpc = <Res>(method: string, request: object) => call<object, Res>(client as unknown as Client, method, request);
+const rpc = <Res>(method: string, request: object) => server.rpc<Res>(method, request);
 
 describe('Register → Login → ValidateToken → RefreshToken → Logout', () => {
   it('walks the whole lifecycle over gRPC', async () => {
-    const registered = await register(client, '  Walker@Example.COM ', 'a long and lovely passphrase', ' Walker ');
+    const registered = await register(server.client, '  Walker@Example.COM ', 'a long and lovely passphrase', ' Walker ');
     expect(registered.user).toMatchObject({
       email: 'walker@example.com',
       displayName: 'Walker',
@@ -45,7 +34,7 @@ describe('Register → Login → ValidateToken → RefreshToken → Logout', () 
       lastLoginAt: undefined,
     });
 
-    const signedIn = await login(client, 'WALKER@example.com', 'a long and lovely passphrase');
+    const signedIn = await login(server.client, 'WALKER@example.com', 'a long and lovely passphrase');
     expect(signedIn.user?.id).toBe(registered.user!.id);
     expect(signedIn.user?.lastLoginAt).toEqual(new Date(clock.ms));
     expect(signedIn.tokens).toMatchObject({
@@ -72,7 +61,7 @@ describe('Register → Login → ValidateToken → RefreshToken → Logout', () 
     expect(next.refreshToken.startsWith(`${signedIn.sessionId}.`)).toBe(true);
     expect(next.refreshTokenExpiresAt).toEqual(new Date(clock.ms + 14 * DAY));
     const [session] = await query<{ generation: number; last_used_at: Date; idle_expires_at: Date }>(
-      db.url,
+      server.db.url,
       'select generation, last_used_at, idle_expires_at from sessions where id = $1',
       [signedIn.sessionId],
     );
@@ -92,25 +81,25 @@ describe('Register → Login → ValidateToken → RefreshToken → Logout', () 
     expect(localCheck.error).toBeUndefined();
 
     // Logging out again with the same token succeeds and changes nothing.
-    const before = await storeSnapshot(db.url);
+    const before = await storeSnapshot(server.db.url);
     expect((await rpc('logout', { refreshToken: next.refreshToken })).error).toBeUndefined();
-    expect(await storeSnapshot(db.url)).toEqual(before);
+    expect(await storeSnapshot(server.db.url)).toEqual(before);
 
     const events = await query<{ event_type: string; details: unknown }>(
-      db.url,
+      server.db.url,
       'select event_type, details from audit_events where user_id = $1 order by id',
       [registered.user!.id],
     );
     expect(events.map((e) => e.event_type)).toEqual(['user.registered', 'login.succeeded', 'session.logged_out']);
-    const [ended] = await query<{ revoked_reason: string }>(db.url, 'select revoked_reason from sessions where id = $1', [signedIn.sessionId]);
+    const [ended] = await query<{ revoked_reason: string }>(server.db.url, 'select revoked_reason from sessions where id = $1', [signedIn.sessionId]);
     expect(ended!.revoked_reason).toBe('LOGOUT');
   });
 
   it('never stores a password or a token in clear', async () => {
     const password = 'a secret nobody should see';
-    await register(client, 'secretive@example.com', password);
-    const signedIn = await login(client, 'secretive@example.com', password);
-    const snapshot = Object.values(await storeSnapshot(db.url)).join('\n');
+    await register(server.client, 'secretive@example.com', password);
+    const signedIn = await login(server.client, 'secretive@example.com', password);
+    const snapshot = Object.values(await storeSnapshot(server.db.url)).join('\n');
     const secret = signedIn.tokens!.refreshToken.split('.')[1]!;
     for (const text of [password, secret, Buffer.from(secret, 'base64url').toString('hex'), signedIn.tokens!.accessToken]) {
       expect(snapshot).not.toContain(text);
@@ -121,8 +110,8 @@ describe('Register → Login → ValidateToken → RefreshToken → Logout', () 
 describe('tokens verify with a standard JWT library from the published keys alone', () => {
   let signedIn: LoginResponse;
   beforeAll(async () => {
-    await register(client, 'jose@example.com');
-    signedIn = await login(client, 'jose@example.com');
+    await register(server.client, 'jose@example.com');
+    signedIn = await login(server.client, 'jose@example.com');
   });
 
   const verifyWith = (jwks: unknown) =>
@@ -159,7 +148,7 @@ describe('tokens verify with a standard JWT library from the published keys alon
   });
 
   it('from GET /.well-known/jwks.json on the HTTP port', async () => {
-    const response = await fetch(`http://127.0.0.1:${app.httpPort}/.well-known/jwks.json`);
+    const response = await fetch(`http://127.0.0.1:${server.app.httpPort}/.well-known/jwks.json`);
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toBe('application/json');
     expect(response.headers.get('cache-control')).toBe('public, max-age=300');
@@ -173,18 +162,18 @@ describe('tokens verify with a standard JWT library from the published keys alon
 
 describe('sessions expire on their own clock', () => {
   it('refuses a refresh after the idle timeout with SESSION_EXPIRED, whether or not a sweep ran', async () => {
-    await register(client, 'idle@example.com');
-    const signedIn = await login(client, 'idle@example.com');
+    await register(server.client, 'idle@example.com');
+    const signedIn = await login(server.client, 'idle@example.com');
     clock.advance(14 * DAY + 1);
-    const before = await storeSnapshot(db.url);
+    const before = await storeSnapshot(server.db.url);
     const { error } = await rpc('refreshToken', { refreshToken: signedIn.tokens!.refreshToken });
     expect(failure(error)).toMatchObject({ code: status.UNAUTHENTICATED, reason: 'SESSION_EXPIRED', message: 'the session has expired' });
-    expect(await storeSnapshot(db.url)).toEqual(before);
+    expect(await storeSnapshot(server.db.url)).toEqual(before);
   });
 
   it('rejects an expired access token with TOKEN_EXPIRED, and check_revocation of an expired session with SESSION_EXPIRED', async () => {
-    await register(client, 'late@example.com');
-    const signedIn = await login(client, 'late@example.com');
+    await register(server.client, 'late@example.com');
+    const signedIn = await login(server.client, 'late@example.com');
     clock.advance(15 * MINUTE + 1_000);
     const expired = await rpc('validateToken', { accessToken: signedIn.tokens!.accessToken, checkRevocation: false });
     expect(failure(expired.error)).toMatchObject({ code: status.UNAUTHENTICATED, reason: 'TOKEN_EXPIRED', message: 'the access token has expired' });
@@ -192,14 +181,14 @@ describe('sessions expire on their own clock', () => {
     // A fresh token of a session past its absolute lifetime: the token is fine, the session is not.
     const fresh = await rpc<RefreshTokenResponse>('refreshToken', { refreshToken: signedIn.tokens!.refreshToken });
     expect(fresh.error).toBeUndefined();
-    await query(db.url, `update sessions set absolute_expires_at = $1 where id = $2`, [new Date(clock.ms - 1), signedIn.sessionId]);
+    await query(server.db.url, `update sessions set absolute_expires_at = $1 where id = $2`, [new Date(clock.ms - 1), signedIn.sessionId]);
     const check = await rpc('validateToken', { accessToken: fresh.response!.tokens!.accessToken, checkRevocation: true });
     expect(failure(check.error)).toMatchObject({ code: status.UNAUTHENTICATED, reason: 'SESSION_EXPIRED' });
   });
 
   it('never extends the idle expiry past the absolute lifetime, however often the session refreshes', async () => {
-    await register(client, 'capped@example.com');
-    const signedIn = await login(client, 'capped@example.com');
+    await register(server.client, 'capped@example.com');
+    const signedIn = await login(server.client, 'capped@example.com');
     const absolute = clock.ms + 30 * DAY;
     let token = signedIn.tokens!.refreshToken;
     const expiries: number[] = [];
@@ -222,15 +211,15 @@ describe('sessions expire on their own clock', () => {
 
 describe('rotation is atomic', () => {
   it('of 10 concurrent refreshes with one token, exactly one rotates; the session has one live successor', async () => {
-    await register(client, 'racer@example.com');
-    const signedIn = await login(client, 'racer@example.com');
+    await register(server.client, 'racer@example.com');
+    const signedIn = await login(server.client, 'racer@example.com');
     const results = await Promise.all(
       Array.from({ length: 10 }, () => rpc<RefreshTokenResponse>('refreshToken', { refreshToken: signedIn.tokens!.refreshToken })),
     );
     const winners = results.filter((r) => !r.error);
     expect(winners).toHaveLength(1);
     expect(results.filter((r) => r.error).map((r) => failure(r.error).reason)).toEqual(Array(9).fill('TOKEN_INVALID'));
-    const [session] = await query<{ generation: number }>(db.url, 'select generation from sessions where id = $1', [signedIn.sessionId]);
+    const [session] = await query<{ generation: number }>(server.db.url, 'select generation from sessions where id = $1', [signedIn.sessionId]);
     expect(session!.generation).toBe(1);
     const next = await rpc<RefreshTokenResponse>('refreshToken', { refreshToken: winners[0]!.response!.tokens!.refreshToken });
     expect(next.error).toBeUndefined();

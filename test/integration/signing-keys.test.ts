@@ -1,5 +1,5 @@
 import { createPrivateKey } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startApp } from '../../src/app.js';
@@ -97,6 +97,19 @@ describe('the development key-encryption key', () => {
       expect((await stat(path)).mode & 0o777).toBe(0o600);
       expect(Buffer.from((await readFile(path, 'utf8')).trim(), 'base64')).toEqual(first);
       expect(await resolveKeyEncryptionKey(config, silent)).toEqual(first);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses a stored key that is not 32 bytes, saying which file and which variable', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'latchkey-kek-'));
+    try {
+      await writeFile(join(dir, 'key-encryption-key'), 'c2hvcnQ=\n');
+      const config = testConfig(undefined, { LATCHKEY_DATA_DIR: dir, KEY_ENCRYPTION_KEY: '', NODE_ENV: 'development' });
+      await expect(resolveKeyEncryptionKey(config, silent)).rejects.toThrow(
+        `${join(dir, 'key-encryption-key')} does not hold a 32-byte base64 key: delete it or set KEY_ENCRYPTION_KEY`,
+      );
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

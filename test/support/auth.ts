@@ -2,9 +2,12 @@ import { type Client, type ServiceError } from '@grpc/grpc-js';
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { openPrivateKey } from '../../src/domain/keys/key-encryption.js';
 import type { AuthServiceClient, LoginResponse, RegisterResponse } from '../../src/generated/latchkey/auth/v1/auth_service.js';
-import { call, errorDetails } from './clients.js';
-import { TEST_KEY_ENCRYPTION_KEY } from './config.js';
-import { query } from './database.js';
+import type { LevelWithSilent } from 'pino';
+import { startApp, type RunningApp } from '../../src/app.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { authClient, call, errorDetails } from './clients.js';
+import { TEST_KEY_ENCRYPTION_KEY, testConfig } from './config.js';
+import { createTestDatabase, query, type TestDatabase } from './database.js';
 
 /** A clock tests move by hand. */
 export class ManualClock {
@@ -67,4 +70,32 @@ export async function serverSigningKey(url: string): Promise<{ kid: string; key:
   );
   const der = openPrivateKey(Buffer.from(TEST_KEY_ENCRYPTION_KEY, 'base64'), row!.kid, row!.private_key_encrypted);
   return { kid: row!.kid, key: createPrivateKey({ key: der, format: 'der', type: 'pkcs8' }) };
+}
+
+/** A server on a database of its own, with an AuthService client, for the auth e2e tests. */
+export interface AuthServer {
+  readonly db: TestDatabase;
+  readonly app: RunningApp;
+  readonly client: AuthServiceClient;
+  /** Calls a unary AuthService method; resolves with the response or the error. */
+  rpc<Res>(method: string, request: object): Promise<{ response?: Res; error?: ServiceError }>;
+  close(): Promise<void>;
+}
+
+export async function startAuthServer(overrides: Record<string, string>, clock: ManualClock): Promise<AuthServer> {
+  const db = await createTestDatabase();
+  const level = (process.env.TEST_LOG_LEVEL ?? 'silent') as LevelWithSilent;
+  const app = await startApp(testConfig(db.url, overrides), createLogger(level), undefined, { clock });
+  const client = authClient(app.grpcPort);
+  return {
+    db,
+    app,
+    client,
+    rpc: (method, request) => call(client as unknown as Client, method, request),
+    async close() {
+      client.close();
+      await app.stop();
+      await db.drop();
+    },
+  };
 }

@@ -1,4 +1,4 @@
-import { loadConfig } from '../../src/config/load.js';
+import { ConfigError, type ConfigProblem, loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 
 export const TEST_KEY_ENCRYPTION_KEY = Buffer.alloc(32, 7).toString('base64');
@@ -30,4 +30,15 @@ export function testEnv(databaseUrl: string | undefined, overrides: Record<strin
 
 export function testConfig(databaseUrl: string | undefined, overrides: Record<string, string> = {}): Config {
   return loadConfig(testEnv(databaseUrl, overrides));
+}
+
+/** The problems loadConfig reports for `env`; fails the test if it accepts it or throws anything else. */
+export function configProblems(env: Record<string, string>): ConfigProblem[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) return [...error.problems];
+    throw error;
+  }
+  throw new Error('expected loadConfig to refuse the environment');
 }

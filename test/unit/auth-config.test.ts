@@ -1,15 +1,8 @@
 import { availableParallelism } from 'node:os';
-import { ConfigError, loadConfig } from '../../src/config/load.js';
+import { loadConfig } from '../../src/config/load.js';
+import { configProblems } from '../support/config.js';
 
-function problemsOf(env: Record<string, string>): string[] {
-  try {
-    loadConfig(env);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return (error as ConfigError).problems.map((p) => `${p.name}: ${p.message}`);
-  }
-  throw new Error('expected loadConfig to fail');
-}
+const problemsOf = (env: Record<string, string>) => configProblems(env).map((p) => `${p.name}: ${p.message}`);
 
 describe('token, session and password settings', () => {
   it('default as documented', () => {

@@ -1,15 +1,6 @@
-import { ConfigError, loadConfig } from '../../src/config/load.js';
+import { loadConfig } from '../../src/config/load.js';
+import { configProblems } from '../support/config.js';
 import { formatDuration, parseDuration } from '../../src/config/duration.js';
-
-function problemsOf(env: Record<string, string>): { name: string; message: string }[] {
-  try {
-    loadConfig(env);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return [...(error as ConfigError).problems];
-  }
-  throw new Error('expected loadConfig to fail');
-}
 
 describe('loadConfig', () => {
   it('applies the documented defaults to an empty environment', () => {
@@ -46,7 +37,7 @@ describe('loadConfig', () => {
   });
 
   it('lists every bad variable at once, by name', () => {
-    const problems = problemsOf({
+    const problems = configProblems({
       NODE_ENV: 'staging',
       GRPC_PORT: '70000',
       HTTP_PORT: '80.5',
@@ -74,7 +65,7 @@ describe('loadConfig', () => {
 
   it('rejects lenient number spellings that would hide a typo', () => {
     for (const port of ['1e3', ' 80', '-1', '0x50', '8080abc']) {
-      expect(problemsOf({ GRPC_PORT: port }).map((p) => p.name)).toEqual(['GRPC_PORT']);
+      expect(configProblems({ GRPC_PORT: port }).map((p) => p.name)).toEqual(['GRPC_PORT']);
     }
   });
 
@@ -94,7 +85,7 @@ describe('loadConfig', () => {
   });
 
   it('requires DATABASE_URL, KEY_ENCRYPTION_KEY and an https PUBLIC_URL in production', () => {
-    const problems = problemsOf({ NODE_ENV: 'production' });
+    const problems = configProblems({ NODE_ENV: 'production' });
     expect(problems).toEqual([
       { name: 'DATABASE_URL', message: 'is required when NODE_ENV=production' },
       { name: 'KEY_ENCRYPTION_KEY', message: 'is required when NODE_ENV=production' },
@@ -110,20 +101,20 @@ describe('loadConfig', () => {
   });
 
   it('states a duration out of range in the same notation', () => {
-    expect(problemsOf({ DATABASE_CONNECT_TIMEOUT: '2h' })).toEqual([
+    expect(configProblems({ DATABASE_CONNECT_TIMEOUT: '2h' })).toEqual([
       { name: 'DATABASE_CONNECT_TIMEOUT', message: 'must be between 100ms and 1h' },
     ]);
   });
 
   it('reports a malformed production variable once, not twice', () => {
-    const problems = problemsOf({ NODE_ENV: 'production', PUBLIC_URL: 'not a url', DATABASE_URL: 'x', KEY_ENCRYPTION_KEY: 'short' });
+    const problems = configProblems({ NODE_ENV: 'production', PUBLIC_URL: 'not a url', DATABASE_URL: 'x', KEY_ENCRYPTION_KEY: 'short' });
     expect(problems.map((p) => p.name)).toEqual(['DATABASE_URL', 'KEY_ENCRYPTION_KEY', 'PUBLIC_URL']);
   });
 
   it('accepts url-safe base64 for KEY_ENCRYPTION_KEY and rejects other lengths', () => {
     const bytes = Buffer.alloc(32, 0xfb);
     expect(loadConfig({ KEY_ENCRYPTION_KEY: bytes.toString('base64url') }).KEY_ENCRYPTION_KEY).toEqual(bytes);
-    expect(problemsOf({ KEY_ENCRYPTION_KEY: Buffer.alloc(16).toString('base64') }).map((p) => p.name)).toEqual(['KEY_ENCRYPTION_KEY']);
+    expect(configProblems({ KEY_ENCRYPTION_KEY: Buffer.alloc(16).toString('base64') }).map((p) => p.name)).toEqual(['KEY_ENCRYPTION_KEY']);
   });
 });
 

@@ -1,17 +1,8 @@
-import { ConfigError, loadConfig } from '../../src/config/load.js';
+import { loadConfig } from '../../src/config/load.js';
+import { configProblems } from '../support/config.js';
 import { createLogger } from '../../src/observability/logger.js';
 import type { Orm } from '../../src/persistence/orm.js';
 import { createSweepScheduler } from '../../src/scheduler/index.js';
-
-function problemsOf(env: Record<string, string>): { name: string; message: string }[] {
-  try {
-    loadConfig(env);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return [...(error as ConfigError).problems];
-  }
-  throw new Error('expected loadConfig to fail');
-}
 
 describe('scheduled work configuration', () => {
   it('has the documented defaults', () => {
@@ -49,13 +40,13 @@ describe('scheduled work configuration', () => {
     ['2030-01-01T00:00:00', 'must be a cron expression that matches a future time (not a date)'],
     ['0 0 30 2 *', 'must be a cron expression that matches a future time (not a date)'],
   ])('refuses %j, naming the variable and never echoing the value', (expression, message) => {
-    const problems = problemsOf({ TOKEN_SWEEP_CRON: expression });
+    const problems = configProblems({ TOKEN_SWEEP_CRON: expression });
     expect(problems).toEqual([{ name: 'TOKEN_SWEEP_CRON', message }]);
     expect(JSON.stringify(problems)).not.toContain(expression);
   });
 
   it('lists every bad schedule and bound at once', () => {
-    const problems = problemsOf({
+    const problems = configProblems({
       SESSION_SWEEP_CRON: '*/61 * * * *',
       TOKEN_SWEEP_CRON: 'hourly',
       AUDIT_SWEEP_CRON: '0 3 * *',
