@@ -1,10 +1,13 @@
 import type { Config } from './config/schema.js';
+import { AccountService } from './domain/accounts/account-service.js';
 import { AuthService } from './domain/auth/auth-service.js';
+import { CallerAuthenticator, ServiceApiKeys } from './domain/callers.js';
 import { systemClock, type Clock } from './domain/clock.js';
 import { resolveKeyEncryptionKey } from './domain/keys/key-encryption-key.js';
 import { KeyRing } from './domain/keys/key-ring.js';
 import { PasswordHasher } from './domain/passwords/hasher.js';
 import { AccessTokens } from './domain/tokens/access-tokens.js';
+import { SessionService } from './domain/sessions/session-service.js';
 import { RefreshSecretDeriver } from './domain/tokens/refresh-tokens.js';
 import { createGrpcServer } from './grpc/server.js';
 import { createHttpServer } from './http/server.js';
@@ -41,6 +44,9 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
 
   const metrics = createMetrics();
   let auth: AuthService;
+  let accounts: AccountService;
+  let sessionService: SessionService;
+  let callers: CallerAuthenticator;
   try {
     // Signing keys are loaded (and the first pair created) before serving: a wrong
     // KEY_ENCRYPTION_KEY fails start-up here, loudly, instead of failing every login.
@@ -58,10 +64,26 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
       keys,
       accessTokens: new AccessTokens(keys, { issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE, ttlMs: config.ACCESS_TOKEN_TTL }, clock),
       refreshSecrets: new RefreshSecretDeriver(keyEncryptionKey),
-      sessionPolicy: { idleTimeoutMs: config.SESSION_IDLE_TIMEOUT, maxLifetimeMs: config.SESSION_MAX_LIFETIME },
+      sessionPolicy: {
+        idleTimeoutMs: config.SESSION_IDLE_TIMEOUT,
+        maxLifetimeMs: config.SESSION_MAX_LIFETIME,
+        reuseGraceMs: config.REFRESH_REUSE_GRACE,
+        maxSessionsPerUser: config.MAX_SESSIONS_PER_USER,
+      },
       clock,
       logger: logger.child({ component: 'auth' }),
     });
+    accounts = new AccountService({
+      orm: database.orm,
+      hasher,
+      passwordReset: { url: config.PASSWORD_RESET_URL, ttlMs: config.PASSWORD_RESET_TTL },
+      emailVerification: { url: config.EMAIL_VERIFICATION_URL, ttlMs: config.EMAIL_VERIFICATION_TTL },
+      clock,
+      logger: logger.child({ component: 'accounts' }),
+    });
+    sessionService = new SessionService({ orm: database.orm, clock, logger: logger.child({ component: 'sessions' }) });
+    const verifier = auth;
+    callers = new CallerAuthenticator(new ServiceApiKeys(config.SERVICE_API_KEYS ?? []), (token) => verifier.authenticateBearer(token));
     logger.info({ kid: keys.signing.kid, publishedKeys: keys.keyIds.length }, 'signing keys loaded');
   } catch (error) {
     await database.close();
@@ -77,7 +99,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
   let stopping = false;
   const grpc = createGrpcServer(
     { logger: logger.child({ component: 'grpc' }), database: monitor, metrics },
-    { auth },
+    { auth, accounts, sessions: sessionService, callers },
     { maxReceiveMessageBytes: config.GRPC_MAX_RECEIVE_MESSAGE_BYTES, maxSendMessageBytes: config.GRPC_MAX_SEND_MESSAGE_BYTES },
   );
   monitor.onChange((status) => {

@@ -54,6 +54,11 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     if (!bad.has('PUBLIC_URL') && !String(values.PUBLIC_URL).startsWith('https://')) {
       problems.push({ name: 'PUBLIC_URL', message: 'must be an https:// URL when NODE_ENV=production' });
     }
+    for (const name of ['PASSWORD_RESET_URL', 'EMAIL_VERIFICATION_URL'] as const) {
+      if (typeof values[name] === 'string' && !String(values[name]).startsWith('https://')) {
+        problems.push({ name, message: 'must be an https:// URL when NODE_ENV=production' });
+      }
+    }
   }
 
   if (values.NODE_ENV === 'production' && typeof values.BCRYPT_COST === 'number' && values.BCRYPT_COST < 10) {
@@ -68,8 +73,21 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
   }
   // Derived defaults: values that follow another variable unless given.
   values.JWT_ISSUER ??= values.PUBLIC_URL;
+  if (typeof values.PUBLIC_URL === 'string') {
+    values.PASSWORD_RESET_URL ??= linkUnder(values.PUBLIC_URL, 'reset-password');
+    values.EMAIL_VERIFICATION_URL ??= linkUnder(values.PUBLIC_URL, 'verify-email');
+  }
   values.PASSWORD_HASH_CONCURRENCY ??= Math.min(3, Math.max(1, availableParallelism()));
 
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(values) as Config;
+}
+
+/** `page` under the base URL, keeping the base's path (`https://example.com/auth` → `…/auth/reset-password`). */
+function linkUnder(base: string, page: string): string {
+  const url = new URL(base);
+  url.pathname = `${url.pathname.replace(/\/+$/, '')}/${page}`;
+  url.search = '';
+  url.hash = '';
+  return url.toString();
 }

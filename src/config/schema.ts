@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Cron } from 'croner';
 import { z } from 'zod';
 import { formatDuration, parseDuration } from './duration.js';
@@ -78,6 +79,24 @@ const httpUrl = z.string().refine(
   },
   { message: 'must be an http:// or https:// URL' },
 );
+
+/**
+ * A comma-separated list of API keys, kept only as SHA-256 digests from here on. Keys are long
+ * random strings, so one fast hash is enough (unlike passwords).
+ */
+export const MIN_API_KEY_LENGTH = 32;
+const apiKeyList = z.string().transform((text, ctx) => {
+  const keys = text.split(',').map((key) => key.trim()).filter((key) => key !== '');
+  if (keys.length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'must list at least one key' });
+    return z.NEVER;
+  }
+  if (keys.some((key) => key.length < MIN_API_KEY_LENGTH || key.length > 256 || !/^[\x21-\x7e]+$/.test(key))) {
+    ctx.addIssue({ code: 'custom', message: `each key must be ${MIN_API_KEY_LENGTH} to 256 printable ASCII characters without spaces or commas` });
+    return z.NEVER;
+  }
+  return [...new Set(keys)].map((key) => createHash('sha256').update(key).digest());
+});
 
 const boolean = z.enum(['true', 'false'], { error: 'must be true or false' }).transform((text) => text === 'true');
 
@@ -224,6 +243,44 @@ export const variables = {
     description: 'A session ends this long after its login, however often it is refreshed.',
     default: '30d',
     schema: duration(60_000, 365 * 86_400_000),
+  }),
+  REFRESH_REUSE_GRACE: variable({
+    description:
+      'How long the immediately previous refresh token keeps working after a rotation: presented again within this window (a retry after a lost response, two tabs refreshing at once), it returns the same new token pair. Presented later, or any older token at any time, revokes the session (`REFRESH_TOKEN_REUSED`). `0s` turns the grace off.',
+    default: '10s',
+    schema: duration(0, 300_000),
+  }),
+  MAX_SESSIONS_PER_USER: variable({
+    description:
+      'Active sessions a user may have. A login beyond it revokes the least recently used active session of that user (reason `SESSION_LIMIT`). `0` means unlimited.',
+    default: '10',
+    schema: integer(0, 10_000),
+  }),
+  SERVICE_API_KEYS: variable({
+    description:
+      'Comma-separated API keys that grant a service credential through `x-api-key` metadata (user administration, password-reset and verification tokens, any user\'s sessions). Each at least 32 characters of printable ASCII; only their SHA-256 digests are kept in memory and compared in constant time. Unset means only `admin` bearer tokens act as services. Several keys allow rotation without downtime.',
+    secret: true,
+    schema: apiKeyList,
+  }),
+  PASSWORD_RESET_TTL: variable({
+    description: 'How long a password-reset token from RequestPasswordReset works.',
+    default: '1h',
+    schema: duration(60_000, 7 * 86_400_000),
+  }),
+  PASSWORD_RESET_URL: variable({
+    description: 'The page that redeems password-reset tokens; RequestPasswordReset returns it with `?token=<token>` appended as the reset link.',
+    derivedDefault: '`PUBLIC_URL` + `/reset-password`',
+    schema: httpUrl,
+  }),
+  EMAIL_VERIFICATION_TTL: variable({
+    description: 'How long an email-verification token from RequestEmailVerification works.',
+    default: '24h',
+    schema: duration(60_000, 30 * 86_400_000),
+  }),
+  EMAIL_VERIFICATION_URL: variable({
+    description: 'The page that redeems email-verification tokens; RequestEmailVerification returns it with `?token=<token>` appended.',
+    derivedDefault: '`PUBLIC_URL` + `/verify-email`',
+    schema: httpUrl,
   }),
   BCRYPT_COST: variable({
     description:

@@ -3,7 +3,10 @@ import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus } from 'grpc-health-check';
+import type { AccountService } from '../domain/accounts/account-service.js';
 import type { AuthService } from '../domain/auth/auth-service.js';
+import type { CallerAuthenticator } from '../domain/callers.js';
+import type { SessionService } from '../domain/sessions/session-service.js';
 import { AuthServiceService } from '../generated/latchkey/auth/v1/auth_service.js';
 import { SessionServiceService } from '../generated/latchkey/session/v1/session_service.js';
 import { implementService, withSafeDecoding, type CallDependencies } from './call.js';
@@ -42,6 +45,9 @@ export interface GrpcServer {
 
 export interface GrpcServices {
   readonly auth: AuthService;
+  readonly accounts: AccountService;
+  readonly sessions: SessionService;
+  readonly callers: CallerAuthenticator;
 }
 
 export function createGrpcServer(deps: CallDependencies, services: GrpcServices, options: GrpcServerOptions): GrpcServer {
@@ -57,10 +63,10 @@ export function createGrpcServer(deps: CallDependencies, services: GrpcServices,
     'grpc.max_concurrent_streams': 1_000,
   });
 
-  server.addService(withSafeDecoding(AuthServiceService), implementService(deps, AuthServiceService, createAuthHandlers(deps, services.auth)));
+  server.addService(withSafeDecoding(AuthServiceService), implementService(deps, AuthServiceService, createAuthHandlers(deps, services)));
   server.addService(
     withSafeDecoding(SessionServiceService),
-    implementService(deps, SessionServiceService, createSessionHandlers(deps)),
+    implementService(deps, SessionServiceService, createSessionHandlers(deps, services)),
   );
 
   const health = new HealthImplementation(Object.fromEntries([...HEALTH_SERVICES, LIVENESS_SERVICE].map((name) => [name, 'NOT_SERVING'])));

@@ -2,9 +2,10 @@ import { randomUUID } from 'node:crypto';
 import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import type { Logger } from '../../observability/logger.js';
 import { auditEvents } from '../../persistence/repositories/audit.js';
-import { sessions } from '../../persistence/repositories/sessions.js';
+import { sessions, type SessionState } from '../../persistence/repositories/sessions.js';
 import { users, type UserRecord } from '../../persistence/repositories/users.js';
 import type { Clock } from '../clock.js';
+import { ADMIN_ROLE, type UserCaller } from '../callers.js';
 import { DomainError } from '../errors.js';
 import { invalid, RequestChecks, type Checked } from '../validation.js';
 import type { KeyRing } from '../keys/key-ring.js';
@@ -24,6 +25,10 @@ import { normaliseEmail } from '../users/email.js';
 export interface SessionPolicy {
   readonly idleTimeoutMs: number;
   readonly maxLifetimeMs: number;
+  /** How long the immediately previous refresh token still returns the current pair (REFRESH_REUSE_GRACE). */
+  readonly reuseGraceMs: number;
+  /** Active sessions per user; 0 is unlimited (MAX_SESSIONS_PER_USER). */
+  readonly maxSessionsPerUser: number;
 }
 
 export interface AuthServiceDependencies {
@@ -274,7 +279,30 @@ export class AuthService {
   async validate(input: { accessToken: string; checkRevocation: boolean }): Promise<AccessTokenClaims> {
     checkTokenField('access_token', input.accessToken, MAX_ACCESS_TOKEN_LENGTH);
     const claims = this.deps.accessTokens.verify(input.accessToken);
-    if (!input.checkRevocation) return claims;
+    if (input.checkRevocation) await this.activeSessionOf(claims);
+    return claims;
+  }
+
+  /**
+   * The caller behind a bearer access token (caller credentials): the token must verify and its
+   * session must be active. The roles are the user's roles now, so removing `admin` takes effect
+   * at once; `admin` needs both the signed claim and the current role.
+   */
+  async authenticateBearer(accessToken: string): Promise<UserCaller> {
+    const claims = this.deps.accessTokens.verify(accessToken);
+    const session = await this.activeSessionOf(claims);
+    return {
+      kind: 'user',
+      userId: claims.userId,
+      sessionId: claims.sessionId,
+      email: session.user.email,
+      roles: session.user.roles,
+      admin: claims.roles.includes(ADMIN_ROLE) && session.user.roles.includes(ADMIN_ROLE),
+    };
+  }
+
+  /** The token's session, if it belongs to the token's user and is neither revoked nor expired. */
+  private async activeSessionOf(claims: AccessTokenClaims): Promise<SessionState> {
     const session = await sessions.state(this.em(), claims.sessionId);
     if (!session || session.userId !== claims.userId || session.revokedAt !== null) {
       throw new DomainError('SESSION_REVOKED', 'the session has been revoked');
@@ -283,7 +311,7 @@ export class AuthService {
     if (session.idleExpiresAt.getTime() <= now || session.absoluteExpiresAt.getTime() <= now) {
       throw new DomainError('SESSION_EXPIRED', 'the session has expired');
     }
-    return claims;
+    return session;
   }
 
   jwks(): { json: string; keyIds: readonly string[] } {

@@ -1,5 +1,7 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { AccountService } from '../../domain/accounts/account-service.js';
 import type { AuthService } from '../../domain/auth/auth-service.js';
+import type { CallerAuthenticator } from '../../domain/callers.js';
 import type { UserRecord } from '../../persistence/repositories/users.js';
 import type {
   GetJwksRequest,
@@ -50,7 +52,11 @@ function toTokenPair(tokens: IssuedTokens): TokenPair {
  * AuthService handlers: they translate protobuf messages to domain calls and back, nothing more.
  * Methods not returned here answer UNIMPLEMENTED naming the RPC (see implementService).
  */
-export function createAuthHandlers(deps: CallDependencies, auth: AuthService): UntypedServiceImplementation {
+export function createAuthHandlers(
+  deps: CallDependencies,
+  services: { auth: AuthService; accounts: AccountService; callers: CallerAuthenticator },
+): UntypedServiceImplementation {
+  const { auth } = services;
   return {
     register: unary<RegisterRequest, RegisterResponse>(deps, `${PREFIX}Register`, { usesDatabase: true }, async (request, context) => {
       const user = await auth.register({ email: request.email, password: request.password, displayName: request.displayName }, context.signal);

@@ -2,7 +2,26 @@ import type { EntityManager } from '@mikro-orm/postgresql';
 import { run } from './sql.js';
 
 /** Names of audit events, as stored in `audit_events.event_type`. */
-export type AuditEventType = 'user.registered' | 'login.succeeded' | 'login.failed' | 'session.logged_out';
+export type AuditEventType =
+  | 'user.registered'
+  | 'login.succeeded'
+  | 'login.failed'
+  | 'session.logged_out'
+  /** A session revoked through SessionService, a password change or reset, or a disabled user; details.reason says which. */
+  | 'session.revoked'
+  /** A login pushed the user over MAX_SESSIONS_PER_USER and this session was the least recently used. */
+  | 'session.evicted'
+  /** A rotated-out refresh token was presented; details.generationsBehind, details.revoked. */
+  | 'refresh_token.reused'
+  | 'password.changed'
+  | 'password.change_failed'
+  | 'password.reset_requested'
+  | 'password.reset'
+  | 'email.verification_requested'
+  | 'email.verified'
+  | 'user.disabled'
+  | 'user.enabled'
+  | 'user.roles_changed';
 
 export interface AuditEntry {
   readonly type: AuditEventType;

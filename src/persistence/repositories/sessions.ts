@@ -22,23 +22,34 @@ export interface RotatedSession {
   readonly absoluteExpiresAt: Date;
 }
 
-/** What a failed rotation or logout needs to explain itself. */
+/**
+ * One session with what a refused rotation, a logout, `check_revocation` and a bearer credential
+ * need: its secrets and rotation, its revocation and expiry, and its user's current standing.
+ */
 export interface SessionState {
   readonly userId: string;
+  readonly generation: number;
   readonly refreshSecretHash: Buffer;
   readonly previousSecretHash: Buffer | null;
+  readonly rotatedAt: Date | null;
   readonly revokedAt: Date | null;
   readonly idleExpiresAt: Date;
   readonly absoluteExpiresAt: Date;
+  readonly user: { readonly email: string; readonly roles: readonly string[]; readonly disabledAt: Date | null };
 }
 
 interface RawSessionState {
   user_id: string;
+  generation: number;
   refresh_secret_hash: Buffer;
   previous_secret_hash: Buffer | null;
+  rotated_at: string | null;
   revoked_at: string | null;
   idle_expires_at: string;
   absolute_expires_at: string;
+  email: string;
+  roles: string[];
+  disabled_at: string | null;
 }
 
 export const sessions = {
@@ -138,21 +149,27 @@ export const sessions = {
     };
   },
 
-  /** One session's owner, secrets, revocation and expiry: to explain a refused token, and for `check_revocation`. */
+  /** One session and its user's standing, by id (a primary-key read joined with the user's row). */
   async state(em: EntityManager, sessionId: string): Promise<SessionState | undefined> {
     const row = await queryOne<RawSessionState>(
       em,
-      'select user_id, refresh_secret_hash, previous_secret_hash, revoked_at, idle_expires_at, absolute_expires_at from sessions where id = ?',
+      `select s.user_id, s.generation, s.refresh_secret_hash, s.previous_secret_hash, s.rotated_at, s.revoked_at,
+              s.idle_expires_at, s.absolute_expires_at, u.email, u.roles, u.disabled_at
+         from sessions s join users u on u.id = s.user_id
+        where s.id = ?`,
       [sessionId],
     );
     if (!row) return undefined;
     return {
       userId: row.user_id,
+      generation: row.generation,
       refreshSecretHash: row.refresh_secret_hash,
       previousSecretHash: row.previous_secret_hash,
+      rotatedAt: dateOrNull(row.rotated_at),
       revokedAt: dateOrNull(row.revoked_at),
       idleExpiresAt: new Date(row.idle_expires_at),
       absoluteExpiresAt: new Date(row.absolute_expires_at),
+      user: { email: row.email, roles: row.roles, disabledAt: dateOrNull(row.disabled_at) },
     };
   },
 
