@@ -304,7 +304,9 @@ export class AuthService {
   /** The token's session, if it belongs to the token's user and is neither revoked nor expired. */
   private async activeSessionOf(claims: AccessTokenClaims): Promise<SessionState> {
     const session = await sessions.state(this.em(), claims.sessionId);
-    if (!session || session.userId !== claims.userId || session.revokedAt !== null) {
+    // A disabled user's sessions are revoked with the user; the check here also covers a login
+    // that raced with the disabling.
+    if (!session || session.userId !== claims.userId || session.revokedAt !== null || session.user.disabledAt !== null) {
       throw new DomainError('SESSION_REVOKED', 'the session has been revoked');
     }
     const now = this.deps.clock.now();

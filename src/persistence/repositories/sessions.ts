@@ -1,4 +1,5 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
+import type { RevocationReason } from '../../domain/sessions/revocation.js';
 import { dateOrNull, queryOne } from './sql.js';
 import { AUDIT_COLUMNS, AUDIT_PLACEHOLDERS, auditValues, type AuditEntry, type AuditEventType } from './audit.js';
 
@@ -179,7 +180,7 @@ export const sessions = {
    */
   async revokeWithSecret(
     em: EntityManager,
-    revocation: { sessionId: string; presentedHash: Buffer; now: Date; reason: string },
+    revocation: { sessionId: string; presentedHash: Buffer; now: Date; reason: RevocationReason },
     audit: { type: AuditEventType; details?: Record<string, unknown> },
   ): Promise<boolean> {
     const row = await queryOne<{ id: string }>(
