@@ -57,7 +57,7 @@ describe('the login path', () => {
       await login(client, 'path@example.com');
       expect(log.statements).toHaveLength(2);
       expect(log.statements[0]).toMatch(/^select .* from users where email = \?$/);
-      expect(log.statements[1]).toMatch(/^with created as \( insert into sessions .* update users set last_login_at .* insert into audit_events /);
+      expect(log.statements[1]).toMatch(/^with signed_in as \( update users set last_login_at .* insert into sessions .* insert into audit_events /);
       expect(log.statements.join('\n')).not.toMatch(/\bdelete\b/i);
 
       log.statements = [];

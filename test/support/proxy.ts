@@ -7,8 +7,10 @@ import net, { type AddressInfo } from 'node:net';
 export class TcpProxy {
   #server: net.Server | undefined;
   readonly #sockets = new Set<net.Socket>();
+  readonly #upstreams = new Set<net.Socket>();
   #port = 0;
   #frozen = false;
+  #responsesFrozen = false;
 
   constructor(private readonly target: { host: string; port: number }) {}
 
@@ -45,12 +47,15 @@ export class TcpProxy {
           upstream.destroy();
         });
       }
+      this.#upstreams.add(upstream);
+      upstream.on('close', () => this.#upstreams.delete(upstream));
       client.pipe(upstream);
       upstream.pipe(client);
       if (this.#frozen) {
         client.pause();
         upstream.pause();
       }
+      if (this.#responsesFrozen) upstream.pause();
     });
     await new Promise<void>((resolve) => server.listen(this.#port, '127.0.0.1', resolve));
     this.#port = (server.address() as AddressInfo).port;
@@ -66,7 +71,17 @@ export class TcpProxy {
     for (const socket of this.#sockets) socket.pause();
   }
 
+  /**
+   * Requests still reach the database and run, but nothing comes back: a statement commits and
+   * its response is lost on the way (a connection dropped after COMMIT).
+   */
+  freezeResponses(): void {
+    this.#responsesFrozen = true;
+    for (const socket of this.#upstreams) socket.pause();
+  }
+
   thaw(): void {
+    this.#responsesFrozen = false;
     this.#frozen = false;
     for (const socket of this.#sockets) socket.resume();
   }
@@ -75,6 +90,8 @@ export class TcpProxy {
   async stop(): Promise<void> {
     for (const socket of this.#sockets) socket.destroy();
     this.#sockets.clear();
+    this.#upstreams.clear();
+    this.#responsesFrozen = false;
     const server = this.#server;
     this.#server = undefined;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));

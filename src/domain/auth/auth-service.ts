@@ -19,6 +19,7 @@ import {
   newRefreshSecret,
   parseRefreshToken,
   type RefreshSecretDeriver,
+  type RefreshToken,
 } from '../tokens/refresh-tokens.js';
 import { normaliseEmail } from '../users/email.js';
 
@@ -56,6 +57,11 @@ export const MAX_REFRESH_TOKEN_LENGTH = 256;
 
 const invalidCredentials = () => new DomainError('INVALID_CREDENTIALS', 'the email or password is incorrect');
 const invalidRefreshToken = () => new DomainError('TOKEN_INVALID', 'the refresh token is invalid');
+const accountDisabled = () => new DomainError('ACCOUNT_DISABLED', 'this account is disabled');
+const sessionRevoked = () => new DomainError('SESSION_REVOKED', 'the session has been revoked');
+const sessionExpired = () => new DomainError('SESSION_EXPIRED', 'the session has expired');
+const refreshTokenReused = () =>
+  new DomainError('REFRESH_TOKEN_REUSED', 'a rotated-out refresh token was presented; the session has been revoked');
 
 function checkDisplayName(field: string, name: string): Checked<string> {
   const trimmed = name.trim();
@@ -143,7 +149,7 @@ export class AuthService {
     // Only after the password matched, so this never tells a stranger the email is registered.
     if (user.disabledAt !== null) {
       await this.auditFailedLogin(em, { ...failure, userId: user.id, details: { reason: 'ACCOUNT_DISABLED', email: address } });
-      throw new DomainError('ACCOUNT_DISABLED', 'this account is disabled');
+      throw accountDisabled();
     }
 
     const sessionId = randomUUID();
@@ -153,9 +159,14 @@ export class AuthService {
     const inserted = await sessions.insertForLogin(
       em,
       { id: sessionId, userId: user.id, refreshSecretHash: hashRefreshSecret(secret), ...device!, now, idleExpiresAt, absoluteExpiresAt },
+      this.deps.sessionPolicy.maxSessionsPerUser,
       { type: 'login.succeeded', occurredAt: now, userId: user.id, sessionId, ipAddress: device!.ipAddress, userAgent: device!.userAgent },
     );
-    if (!inserted) throw invalidCredentials();
+    // The password matched, but the account was disabled after the lookup.
+    if (!inserted) throw accountDisabled();
+    if (inserted.evicted > 0) {
+      this.deps.logger.info({ userId: user.id, evicted: inserted.evicted, limit: this.deps.sessionPolicy.maxSessionsPerUser }, 'session limit reached; least recently used sessions revoked');
+    }
     if (needsRehash) this.rehashInBackground(user, text!);
 
     const access = this.deps.accessTokens.issue({ userId: user.id, sessionId, email: user.email, roles: user.roles });
@@ -197,9 +208,16 @@ export class AuthService {
   }
 
   /**
-   * Exchanges the current refresh token for a new pair in one conditional UPDATE (see
-   * sessions.rotate). The new secret is derived from the presented one, so a retry can later be
-   * answered with the same child.
+   * Exchanges a refresh token for a new pair (the rotation contract, DESIGN.md "Tokens and
+   * sessions"). The common case is one conditional UPDATE (see sessions.rotate). The new secret
+   * is derived from the presented one, so when the UPDATE finds the secret already rotated, one
+   * read tells the rest apart:
+   * - the immediately previous token within REFRESH_REUSE_GRACE gets the very pair the first call
+   *   got (the child is derived again, nothing is written): concurrent refreshes and retries
+   *   after a lost response all succeed with one result;
+   * - the previous token after the window, or any older token of the session, is reuse: the
+   *   session is revoked and the call fails with REFRESH_TOKEN_REUSED;
+   * - anything else is TOKEN_INVALID.
    */
   async refresh(input: { refreshToken: string; client: ClientInfo | undefined }): Promise<IssuedTokens> {
     checkTokenField('refresh_token', input.refreshToken, MAX_REFRESH_TOKEN_LENGTH);
@@ -215,61 +233,93 @@ export class AuthService {
     const em = this.em();
     const now = this.now();
     const nextSecret = this.deps.refreshSecrets.child(presented.sessionId, presented.secret);
-    const presentedHash = hashRefreshSecret(presented.secret);
     const rotated = await sessions.rotate(em, {
       sessionId: presented.sessionId,
-      presentedHash,
+      presentedHash: hashRefreshSecret(presented.secret),
       nextHash: hashRefreshSecret(nextSecret),
       now,
       idleExpiresAt: new Date(now.getTime() + this.deps.sessionPolicy.idleTimeoutMs),
       client,
     });
-    if (!rotated) throw await this.explainRejectedRefreshToken(em, presented.sessionId, presentedHash, now);
+    if (rotated) return this.issue(presented.sessionId, nextSecret, rotated.userId, rotated, rotated.idleExpiresAt);
 
-    const access = this.deps.accessTokens.issue({ userId: rotated.userId, sessionId: presented.sessionId, email: rotated.email, roles: rotated.roles });
+    const state = await sessions.state(em, presented.sessionId);
+    const behind = state && this.generationsBehind(presented, state, nextSecret);
+    if (!state || behind === undefined) throw invalidRefreshToken();
+    if (behind === 0) throw whyNotActive(state, now) ?? sessionRevoked();
+    if (behind === 1 && this.withinGrace(state, now)) {
+      // A retry of the token rotated moments ago: the holder gets the current pair again.
+      const ended = whyNotActive(state, now);
+      if (ended) throw ended;
+      return this.issue(presented.sessionId, nextSecret, state.userId, state.user, state.idleExpiresAt);
+    }
+    throw await this.reuseDetected(em, presented.sessionId, behind, now, client);
+  }
+
+  private issue(
+    sessionId: string,
+    refreshSecret: Buffer,
+    userId: string,
+    user: { email: string; roles: readonly string[] },
+    idleExpiresAt: Date,
+  ): IssuedTokens {
+    const access = this.deps.accessTokens.issue({ userId, sessionId, email: user.email, roles: user.roles });
     return {
       accessToken: access.token,
       accessTokenExpiresAt: new Date(access.claims.expiresAt * 1000),
-      refreshToken: formatRefreshToken(presented.sessionId, nextSecret),
-      refreshTokenExpiresAt: rotated.idleExpiresAt,
+      refreshToken: formatRefreshToken(sessionId, refreshSecret),
+      refreshTokenExpiresAt: idleExpiresAt,
     };
   }
 
-  /**
-   * Why a refresh token was not accepted. Someone who does not hold the session's current secret
-   * learns nothing about the session (TOKEN_INVALID); the holder learns whether it was revoked or
-   * expired. A rotated-out secret is TOKEN_INVALID for now; the reuse rules will build on this.
-   */
-  private async explainRejectedRefreshToken(
-    em: EntityManager,
-    sessionId: string,
-    presentedHash: Buffer,
-    now: Date,
-  ): Promise<DomainError> {
-    const state = await sessions.state(em, sessionId);
-    if (!state || !state.refreshSecretHash.equals(presentedHash)) return invalidRefreshToken();
-    if (state.revokedAt !== null) return new DomainError('SESSION_REVOKED', 'the session has been revoked');
-    if (state.idleExpiresAt <= now || state.absoluteExpiresAt <= now) return new DomainError('SESSION_EXPIRED', 'the session has expired');
-    // Current secret of an active session, yet not rotated: the user was disabled.
-    return new DomainError('SESSION_REVOKED', 'the session has been revoked');
+  /** How many rotations ago the presented secret was the session's current one; undefined if never. */
+  private generationsBehind(presented: RefreshToken, state: SessionState, firstChild: Buffer): number | undefined {
+    return this.deps.refreshSecrets.generationsBehind(presented.sessionId, presented.secret, state.refreshSecretHash, state.generation, firstChild);
   }
 
-  /** Revokes the refresh token's session. Idempotent for the current token of an ended session. */
+  private withinGrace(state: SessionState, now: Date): boolean {
+    return state.rotatedAt !== null && now.getTime() - state.rotatedAt.getTime() < this.deps.sessionPolicy.reuseGraceMs;
+  }
+
+  /** Revokes the session for a replayed old token (audited), and returns the error for the caller. */
+  private async reuseDetected(em: EntityManager, sessionId: string, generationsBehind: number, now: Date, client?: ClientInfo): Promise<DomainError> {
+    await sessions.revokeForReuse(em, {
+      sessionId,
+      now,
+      ipAddress: client?.ipAddress,
+      userAgent: client?.userAgent,
+      details: { generationsBehind },
+    });
+    this.deps.logger.warn({ sessionId, generationsBehind }, 'refresh token reuse detected; session revoked');
+    return refreshTokenReused();
+  }
+
+  /**
+   * Revokes the refresh token's session (LOGOUT). Idempotent for the current token of an ended
+   * session. A rotated-out token is judged as in refresh: the previous one within the grace
+   * window logs out, anything older is reuse.
+   */
   async logout(input: { refreshToken: string }): Promise<void> {
     checkTokenField('refresh_token', input.refreshToken, MAX_REFRESH_TOKEN_LENGTH);
     const presented = parseRefreshToken(input.refreshToken);
     if (!presented) throw invalidRefreshToken();
     const em = this.em();
+    const now = this.now();
     const presentedHash = hashRefreshSecret(presented.secret);
-    const revoked = await sessions.revokeWithSecret(
-      em,
-      { sessionId: presented.sessionId, presentedHash, now: this.now(), reason: 'LOGOUT' },
-      { type: 'session.logged_out' },
-    );
-    if (revoked) return;
+    const logout = { type: 'session.logged_out' } as const;
+    if (await sessions.revokeWithSecret(em, { sessionId: presented.sessionId, presentedHash, now, reason: 'LOGOUT' }, logout)) return;
+
     const state = await sessions.state(em, presented.sessionId);
-    if (!state || !state.refreshSecretHash.equals(presentedHash)) throw invalidRefreshToken();
+    const nextSecret = this.deps.refreshSecrets.child(presented.sessionId, presented.secret);
+    const behind = state && this.generationsBehind(presented, state, nextSecret);
+    if (!state || behind === undefined) throw invalidRefreshToken();
     // The current token of a session that already ended: nothing to do.
+    if (behind === 0) return;
+    if (behind === 1 && this.withinGrace(state, now)) {
+      await sessions.revokeWithSecret(em, { sessionId: presented.sessionId, presentedHash: state.refreshSecretHash, now, reason: 'LOGOUT' }, logout);
+      return;
+    }
+    throw await this.reuseDetected(em, presented.sessionId, behind, now);
   }
 
   /**
@@ -301,22 +351,26 @@ export class AuthService {
     };
   }
 
-  /** The token's session, if it belongs to the token's user and is neither revoked nor expired. */
+  /** The token's session, if it belongs to the token's user and is active. */
   private async activeSessionOf(claims: AccessTokenClaims): Promise<SessionState> {
     const session = await sessions.state(this.em(), claims.sessionId);
-    // A disabled user's sessions are revoked with the user; the check here also covers a login
-    // that raced with the disabling.
-    if (!session || session.userId !== claims.userId || session.revokedAt !== null || session.user.disabledAt !== null) {
-      throw new DomainError('SESSION_REVOKED', 'the session has been revoked');
-    }
-    const now = this.deps.clock.now();
-    if (session.idleExpiresAt.getTime() <= now || session.absoluteExpiresAt.getTime() <= now) {
-      throw new DomainError('SESSION_EXPIRED', 'the session has expired');
-    }
+    if (!session || session.userId !== claims.userId) throw sessionRevoked();
+    const ended = whyNotActive(session, this.now());
+    if (ended) throw ended;
     return session;
   }
 
   jwks(): { json: string; keyIds: readonly string[] } {
     return { json: this.deps.keys.jwksJson, keyIds: this.deps.keys.keyIds };
   }
+}
+
+/**
+ * Why a session cannot be used now, or undefined when it is active. A disabled user's sessions are
+ * revoked along with the user; the user check also covers anything that raced with that.
+ */
+function whyNotActive(state: SessionState, now: Date): DomainError | undefined {
+  if (state.revokedAt !== null || state.user.disabledAt !== null) return sessionRevoked();
+  if (state.idleExpiresAt <= now || state.absoluteExpiresAt <= now) return sessionExpired();
+  return undefined;
 }

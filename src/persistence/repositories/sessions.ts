@@ -55,24 +55,46 @@ interface RawSessionState {
 
 export const sessions = {
   /**
-   * The write half of a login, in one statement (one round trip): the session, the user's last
-   * sign-in time and the audit event. Nothing else happens on the login path.
+   * The write half of a login, in one statement (one round trip): the user's last sign-in time,
+   * the session, the audit event, and, when the user is at `maxSessions`, the revocation of the
+   * least recently used active sessions (with an audit event each). The session is only inserted
+   * if the user row is still enabled once its lock is held, so a login racing with DisableUser
+   * cannot leave a live session behind. `maxSessions` 0 means no limit. Two logins of one user at
+   * the same moment may both keep their sessions; the next login evicts down to the limit again.
    */
-  async insertForLogin(em: EntityManager, session: NewSession, audit: AuditEntry): Promise<boolean> {
-    const row = await queryOne<{ id: string }>(
+  async insertForLogin(
+    em: EntityManager,
+    session: NewSession,
+    maxSessions: number,
+    audit: AuditEntry,
+  ): Promise<{ evicted: number } | undefined> {
+    const row = await queryOne<{ id: string; evicted: number }>(
       em,
-      `with created as (
+      `with signed_in as (
+         update users set last_login_at = ? where id = ? and disabled_at is null returning id
+       ), created as (
          insert into sessions (id, user_id, generation, refresh_secret_hash, ip_address, user_agent, device_name,
                                created_at, last_used_at, idle_expires_at, absolute_expires_at)
-         select ?, u.id, 0, ?, ?, ?, ?, ?, ?, ?, ? from users u where u.id = ?
+         select ?, id, 0, ?, ?, ?, ?, ?, ?, ?, ? from signed_in
          returning id
-       ), signed_in as (
-         update users set last_login_at = ? where id = ?::uuid and exists (select 1 from created)
+       ), evicted as (
+         update sessions set revoked_at = ?, revoked_reason = 'SESSION_LIMIT'
+          where ?::int > 0 and exists (select 1 from created)
+            and id in (select id from sessions
+                        where user_id = ? and revoked_at is null and idle_expires_at > ? and absolute_expires_at > ?
+                        order by last_used_at desc, created_at desc, id desc
+                        offset greatest(?::int - 1, 0))
+         returning id, user_id
        ), audited as (
          insert into audit_events (${AUDIT_COLUMNS}) select ${AUDIT_PLACEHOLDERS} from created
+       ), audited_evictions as (
+         insert into audit_events (${AUDIT_COLUMNS})
+         select ?, 'session.evicted', user_id, id, null, null, '{"reason":"SESSION_LIMIT"}'::jsonb from evicted
        )
-       select id from created`,
+       select id, (select count(*) from evicted)::int as evicted from created`,
       [
+        session.now,
+        session.userId,
         session.id,
         session.refreshSecretHash,
         session.ipAddress,
@@ -82,14 +104,18 @@ export const sessions = {
         session.now,
         session.idleExpiresAt,
         session.absoluteExpiresAt,
+        session.now,
+        maxSessions,
         session.userId,
         session.now,
-        session.userId,
+        session.now,
+        maxSessions,
         ...auditValues(audit),
+        session.now,
       ],
     );
-    // No row: the user was deleted between the lookup and this insert.
-    return row !== undefined;
+    // No row: the user was disabled (or deleted) between the lookup and this statement.
+    return row ? { evicted: row.evicted } : undefined;
   },
 
   /**
@@ -204,5 +230,28 @@ export const sessions = {
       ],
     );
     return row !== undefined;
+  },
+  /**
+   * Records a replayed, rotated-out refresh token: revokes the session (REFRESH_TOKEN_REUSED) if
+   * it is not revoked yet, and writes the audit event either way, in one statement.
+   */
+  async revokeForReuse(
+    em: EntityManager,
+    reuse: { sessionId: string; now: Date; ipAddress?: string; userAgent?: string; details: Record<string, unknown> },
+  ): Promise<void> {
+    await queryOne(
+      em,
+      `with revoked as (
+         update sessions set revoked_at = ?, revoked_reason = 'REFRESH_TOKEN_REUSED'
+          where id = ? and revoked_at is null
+         returning id
+       ), audited as (
+         insert into audit_events (${AUDIT_COLUMNS})
+         select ?, 'refresh_token.reused', user_id, id, ?, ?, ?::jsonb || jsonb_build_object('revoked', exists (select 1 from revoked))
+           from sessions where id = ?
+       )
+       select count(*) from revoked`,
+      [reuse.now, reuse.sessionId, reuse.now, reuse.ipAddress || null, reuse.userAgent || null, JSON.stringify(reuse.details), reuse.sessionId],
+    );
   },
 };
