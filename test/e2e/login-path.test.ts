@@ -47,7 +47,7 @@ class StatementLog extends Writable {
 }
 
 describe('the login path', () => {
-  it('issues exactly a user lookup and one write (session, last sign-in, audit event), and no DELETE', async () => {
+  it('issues exactly a user lookup and one write (session, last sign-in, audit event), and no DELETE; a refresh is one statement', async () => {
     const log = new StatementLog();
     const app = await start({}, createLogger('trace', log));
     const client = authClient(app.grpcPort);
@@ -59,6 +59,15 @@ describe('the login path', () => {
       expect(log.statements[0]).toMatch(/^select .* from users where email = \?$/);
       expect(log.statements[1]).toMatch(/^with signed_in as \( update users set last_login_at .* insert into sessions .* insert into audit_events /);
       expect(log.statements.join('\n')).not.toMatch(/\bdelete\b/i);
+
+      log.statements = [];
+      const signedIn = await login(client, 'path@example.com');
+      log.statements = [];
+      const refreshed = await call(client as unknown as Client, 'refreshToken', { refreshToken: signedIn.tokens!.refreshToken });
+      expect(refreshed.error).toBeUndefined();
+      // A refresh is one round trip: the conditional UPDATE that rotates and returns what the tokens need.
+      expect(log.statements).toHaveLength(1);
+      expect(log.statements[0]).toMatch(/^update sessions s set generation = s\.generation \+ 1, .* returning /);
 
       log.statements = [];
       const { error } = await call(client as unknown as Client, 'login', { email: 'path@example.com', password: 'wrong password!' });

@@ -2,7 +2,7 @@ import { jest } from '@jest/globals';
 import { ConcurrencyLimiter, LimiterFullError } from '../../src/domain/limiter.js';
 import { checkPassword } from '../../src/domain/passwords/policy.js';
 import { checkClientInfo } from '../../src/domain/sessions/client-info.js';
-import { formatRefreshToken, hashRefreshSecret, parseRefreshToken, RefreshSecretDeriver } from '../../src/domain/tokens/refresh-tokens.js';
+import { formatRefreshToken, hashRefreshSecret, MAX_REUSE_DEPTH, parseRefreshToken, RefreshSecretDeriver } from '../../src/domain/tokens/refresh-tokens.js';
 import { normaliseEmail } from '../../src/domain/users/email.js';
 
 describe('ConcurrencyLimiter', () => {
@@ -149,6 +149,32 @@ describe('refresh tokens', () => {
     expect(deriver.child(sessionId, Buffer.alloc(32, 0xac))).not.toEqual(child);
     expect(deriver.child('1b7e7a4c-3f6d-4d6e-9c1a-2b3c4d5e6f70', secret)).not.toEqual(child);
     expect(new RefreshSecretDeriver(Buffer.alloc(32, 2)).child(sessionId, secret)).not.toEqual(child);
+  });
+
+  it('recognise every ancestor of the current secret by walking the chain, and nothing else', () => {
+    const deriver = new RefreshSecretDeriver(Buffer.alloc(32, 1));
+    const chain = [secret];
+    for (let i = 0; i < 6; i++) chain.push(deriver.child(sessionId, chain.at(-1)!));
+    const current = hashRefreshSecret(chain[6]!);
+    expect(chain.map((s) => deriver.generationsBehind(sessionId, s, current, 6))).toEqual([6, 5, 4, 3, 2, 1, 0]);
+    // The walk stops at the session's generation count: an ancestor further back cannot exist.
+    expect(deriver.generationsBehind(sessionId, chain[0]!, current, 5)).toBeUndefined();
+    // A made-up secret, another session's chain, another key's chain.
+    expect(deriver.generationsBehind(sessionId, Buffer.alloc(32, 3), current, 6)).toBeUndefined();
+    expect(deriver.generationsBehind('1b7e7a4c-3f6d-4d6e-9c1a-2b3c4d5e6f70', chain[0]!, current, 6)).toBeUndefined();
+    expect(new RefreshSecretDeriver(Buffer.alloc(32, 2)).generationsBehind(sessionId, chain[0]!, current, 6)).toBeUndefined();
+    // A precomputed first child gives the same answer.
+    expect(deriver.generationsBehind(sessionId, chain[4]!, current, 6, chain[5])).toBe(2);
+  });
+
+  it('bound the walk at MAX_REUSE_DEPTH generations', () => {
+    const deriver = new RefreshSecretDeriver(Buffer.alloc(32, 1));
+    let tip = secret;
+    for (let i = 0; i < MAX_REUSE_DEPTH; i++) tip = deriver.child(sessionId, tip);
+    const current = hashRefreshSecret(tip);
+    expect(deriver.generationsBehind(sessionId, secret, current, MAX_REUSE_DEPTH + 10)).toBe(MAX_REUSE_DEPTH);
+    const further = deriver.child(sessionId, tip);
+    expect(deriver.generationsBehind(sessionId, secret, hashRefreshSecret(further), MAX_REUSE_DEPTH + 10)).toBeUndefined();
   });
 
   it('are stored as SHA-256 digests', () => {
