@@ -153,7 +153,7 @@ describe('refresh tokens', () => {
 
   it('recognise every ancestor of the current secret by walking the chain, and nothing else', () => {
     const deriver = new RefreshSecretDeriver(Buffer.alloc(32, 1));
-    const chain = [secret];
+    const chain: Buffer[] = [secret];
     for (let i = 0; i < 6; i++) chain.push(deriver.child(sessionId, chain.at(-1)!));
     const current = hashRefreshSecret(chain[6]!);
     expect(chain.map((s) => deriver.generationsBehind(sessionId, s, current, 6))).toEqual([6, 5, 4, 3, 2, 1, 0]);
@@ -169,7 +169,7 @@ describe('refresh tokens', () => {
 
   it('bound the walk at MAX_REUSE_DEPTH generations', () => {
     const deriver = new RefreshSecretDeriver(Buffer.alloc(32, 1));
-    let tip = secret;
+    let tip: Buffer = secret;
     for (let i = 0; i < MAX_REUSE_DEPTH; i++) tip = deriver.child(sessionId, tip);
     const current = hashRefreshSecret(tip);
     expect(deriver.generationsBehind(sessionId, secret, current, MAX_REUSE_DEPTH + 10)).toBe(MAX_REUSE_DEPTH);
