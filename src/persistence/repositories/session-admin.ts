@@ -137,7 +137,8 @@ export const sessionAdmin = {
    * Revokes the session if it is active at `now`, with its audit event, and returns it as it is
    * after the statement; an already revoked or expired session is returned untouched, with no
    * write and no audit event. The reason is REVOKED_BY_USER when `actingUserId` owns the session,
-   * REVOKED_BY_SERVICE otherwise.
+   * REVOKED_BY_SERVICE otherwise. The row lock makes a concurrent revocation wait and then see
+   * the revoked row, so every caller is answered with the session's real state.
    */
   async revoke(
     em: EntityManager,
@@ -147,6 +148,7 @@ export const sessionAdmin = {
       em,
       `with target as (
          select ${SESSION_COLUMNS} from sessions s where s.id = ? and (?::uuid is null or s.user_id = ?::uuid)
+            for update
        ), revoked as (
          update sessions s
             set revoked_at = ?,
