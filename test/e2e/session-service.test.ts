@@ -15,8 +15,13 @@ import {
   SessionState,
 } from '../../src/generated/latchkey/session/v1/session_service.js';
 import { type AuthServer, DAY, failure, login, ManualClock, MINUTE, register, startAuthServer, storeSnapshot } from '../support/auth.js';
-import { call, sessionClient } from '../support/clients.js';
-import { query } from '../support/database.js';
+import { startApp, type RunningApp } from '../../src/app.js';
+import type { AuthServiceClient } from '../../src/generated/latchkey/auth/v1/auth_service.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { authClient, call, sessionClient } from '../support/clients.js';
+import { testConfig } from '../support/config.js';
+import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
+import { StatementLog } from '../support/statements.js';
 
 const clock = new ManualClock();
 const API_KEY = 'session-service-tests-key-0123456789abcdef';
@@ -941,5 +946,94 @@ describe('RevokeAllSessions', () => {
       await expectRejected('revokeAllSessions', request, bearer(caller), invalid(...fields));
       await expectRejected('revokeAllSessions', { userId: person.userId, ...request }, SERVICE, invalid(...fields));
     });
+  });
+});
+
+describe('each call sends one statement and opens no transaction', () => {
+  let db: TestDatabase;
+  let app: RunningApp;
+  let client: SessionServiceClient;
+  let auth: AuthServiceClient;
+  const log = new StatementLog();
+  /** Where the statements of this describe's calls begin. */
+  let firstCall = 0;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    const config = testConfig(db.url, { MAX_SESSIONS_PER_USER: '0', SERVICE_API_KEYS: API_KEY });
+    app = await startApp(config, createLogger('trace', log), undefined, { clock });
+    client = sessionClient(app.grpcPort);
+    auth = authClient(app.grpcPort);
+    firstCall = log.statements.length;
+  });
+
+  afterAll(async () => {
+    client?.close();
+    auth?.close();
+    await app?.stop();
+    await db?.drop();
+  });
+
+  /** Start-up migrates inside transactions, so this looks only at what the calls sent. */
+  function expectNoTransaction(): void {
+    expect(log.statements.slice(firstCall).join('\n')).not.toMatch(/\b(begin|commit|rollback|savepoint)\b/i);
+  }
+
+  /** Makes one call; returns its response or error and the statements it sent. */
+  async function traced<Res>(method: string, request: object, credential: Credential) {
+    const start = log.statements.length;
+    const result = await call<object, Res>(client as unknown as Client, method, REQUESTS[method]!.fromPartial(request), {
+      metadata: metadataOf(credential),
+    });
+    return { ...result, statements: log.statements.slice(start) };
+  }
+
+  it('with a service key: one statement per call, none for an id that cannot exist, never a transaction', async () => {
+    const { user } = await register(auth, 'statements@example.com');
+    const [a, b] = [await login(auth, 'statements@example.com'), await login(auth, 'statements@example.com')];
+    await login(auth, 'statements@example.com');
+    const userId = user!.id;
+
+    const firstPage = await traced<ListSessionsResponse>('listSessions', { userId, pageSize: 1 }, SERVICE);
+    const calls: { name: string; sent: Awaited<ReturnType<typeof traced>>; statement: RegExp }[] = [
+      { name: 'first page', sent: firstPage, statement: /^select u\.id as found_user_id, p\.\* from users u left join lateral/ },
+      {
+        name: 'next page',
+        sent: await traced('listSessions', { userId, pageSize: 1, pageToken: firstPage.response!.nextPageToken }, SERVICE),
+        statement: /^select u\.id as found_user_id, p\.\* from users u left join lateral/,
+      },
+      { name: 'get', sent: await traced('getSession', { sessionId: a.sessionId }, SERVICE), statement: /^select .* from sessions s where s\.id = \?/ },
+      {
+        name: 'revoke',
+        sent: await traced('revokeSession', { sessionId: b.sessionId }, SERVICE),
+        statement: /^with target as \( select .* for update \), revoked as \( update sessions .* insert into audit_events /,
+      },
+      {
+        name: 'revoke all',
+        sent: await traced('revokeAllSessions', { userId, exceptSessionId: a.sessionId }, SERVICE),
+        statement: /^with target as \( select id from users .* update sessions .* insert into audit_events /,
+      },
+    ];
+    for (const { name, sent, statement } of calls) {
+      expect({ name, error: sent.error, statements: sent.statements.length }).toEqual({ name, error: undefined, statements: 1 });
+      expect(sent.statements[0]).toMatch(statement);
+    }
+
+    const unknown = await traced('revokeSession', { sessionId: 'not-a-session' }, SERVICE);
+    expect({ reason: failure(unknown.error).reason, statements: unknown.statements }).toEqual({ reason: 'SESSION_NOT_FOUND', statements: [] });
+    const unknownUser = await traced('listSessions', { userId: 'not-a-user' }, SERVICE);
+    expect({ reason: failure(unknownUser.error).reason, statements: unknownUser.statements }).toEqual({ reason: 'USER_NOT_FOUND', statements: [] });
+    expectNoTransaction();
+  });
+
+  it("with a bearer token: the credential's session read, then the call's one statement", async () => {
+    await register(auth, 'statements-bearer@example.com');
+    const signedIn = await login(auth, 'statements-bearer@example.com');
+    const sent = await traced('listSessions', {}, { authorization: `Bearer ${signedIn.tokens!.accessToken}` });
+    expect(sent.error).toBeUndefined();
+    expect(sent.statements).toHaveLength(2);
+    expect(sent.statements[0]).toMatch(/^select .* from sessions s join users u on u\.id = s\.user_id where s\.id = \?$/);
+    expect(sent.statements[1]).toMatch(/^select u\.id as found_user_id/);
+    expectNoTransaction();
   });
 });
