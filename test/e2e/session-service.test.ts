@@ -1,5 +1,11 @@
 import { type Client, Metadata, status } from '@grpc/grpc-js';
-import type { LoginResponse, RefreshTokenResponse, ValidateTokenResponse } from '../../src/generated/latchkey/auth/v1/auth_service.js';
+import { startApp, type RunningApp } from '../../src/app.js';
+import type {
+  AuthServiceClient,
+  LoginResponse,
+  RefreshTokenResponse,
+  ValidateTokenResponse,
+} from '../../src/generated/latchkey/auth/v1/auth_service.js';
 import {
   GetSessionRequest,
   type GetSessionResponse,
@@ -14,10 +20,8 @@ import {
   type SessionServiceClient,
   SessionState,
 } from '../../src/generated/latchkey/session/v1/session_service.js';
-import { type AuthServer, DAY, failure, login, ManualClock, MINUTE, register, startAuthServer, storeSnapshot } from '../support/auth.js';
-import { startApp, type RunningApp } from '../../src/app.js';
-import type { AuthServiceClient } from '../../src/generated/latchkey/auth/v1/auth_service.js';
 import { createLogger } from '../../src/observability/logger.js';
+import { type AuthServer, DAY, failure, login, ManualClock, MINUTE, register, startAuthServer, storeSnapshot } from '../support/auth.js';
 import { authClient, call, sessionClient } from '../support/clients.js';
 import { testConfig } from '../support/config.js';
 import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
@@ -42,7 +46,7 @@ afterAll(async () => {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/** Credential metadata of a call; an array sends the header once per value. */
+/** Credential metadata of a call; an array of API keys sends the header once per value. */
 interface Credential {
   readonly authorization?: string;
   readonly apiKey?: string | string[];

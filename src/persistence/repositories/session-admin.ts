@@ -135,8 +135,8 @@ export const sessionAdmin = {
 
   /**
    * Revokes the session if it is active at `now`, with its audit event, and returns it as it is
-   * after the statement; an already revoked or expired session is returned untouched, with no
-   * write and no audit event. The reason is REVOKED_BY_USER when `actingUserId` owns the session,
+   * after the statement; an already revoked or expired session is returned unchanged, with no
+   * audit event. The reason is REVOKED_BY_USER when `actingUserId` owns the session,
    * REVOKED_BY_SERVICE otherwise. The row lock makes a concurrent revocation wait and then see
    * the revoked row, so every caller is answered with the session's real state.
    */
