@@ -1,6 +1,5 @@
 import { type Client, status } from '@grpc/grpc-js';
 import bcrypt from 'bcrypt';
-import { Writable } from 'node:stream';
 import { startApp, type RunningApp } from '../../src/app.js';
 import type { LoginResponse, ValidateTokenResponse } from '../../src/generated/latchkey/auth/v1/auth_service.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -8,6 +7,7 @@ import { failure, login, register } from '../support/auth.js';
 import { authClient, call } from '../support/clients.js';
 import { testConfig } from '../support/config.js';
 import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
+import { StatementLog } from '../support/statements.js';
 
 let db: TestDatabase;
 const apps: RunningApp[] = [];
@@ -31,19 +31,6 @@ async function start(overrides: Record<string, string>, logger = createLogger('s
   const app = await startApp(testConfig(db.url, overrides), logger, undefined);
   apps.push(app);
   return app;
-}
-
-/** SQL statements the server sent, from its trace-level ORM log (statements only, never parameters). */
-class StatementLog extends Writable {
-  statements: string[] = [];
-  override _write(chunk: Buffer, _encoding: string, done: () => void): void {
-    for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) {
-      const entry = JSON.parse(line) as { component?: string; msg?: string };
-      const match = entry.component === 'orm' ? /^\[query\] (.*?)(?: \[took .*)?$/s.exec(entry.msg ?? '') : null;
-      if (match) this.statements.push(match[1]!.replace(/\s+/g, ' ').trim());
-    }
-    done();
-  }
 }
 
 describe('the login path', () => {
