@@ -11,7 +11,7 @@ import { processEnv } from '../support/process-env.js';
 import { runLatchkey, startLatchkey, type LatchkeyProcess } from '../support/process.js';
 import { TcpProxy } from '../support/proxy.js';
 
-const INITIAL_MIGRATION = 'Migration20261123000000Initial';
+const MIGRATIONS = ['Migration20261123000000Initial', 'Migration20261124000000OneTimeTokenEmail'];
 
 const children = new Children();
 afterEach(() => children.killAll());
@@ -152,11 +152,11 @@ describe('schema migrations', () => {
     expect(refused).toMatchObject({
       code: 1,
       signal: null,
-      stderr: `latchkey: serve failed: database schema is outdated: 1 pending migration(s) (${INITIAL_MIGRATION}); run \`latchkey migrate\`\n`,
+      stderr: `latchkey: serve failed: database schema is outdated: ${MIGRATIONS.length} pending migration(s) (${MIGRATIONS.join(', ')}); run \`latchkey migrate\`\n`,
     });
     const fatal = refused.logs.filter((line) => line.level === 'fatal');
     expect(fatal.map((line) => line.msg)).toEqual([
-      `serve failed: database schema is outdated: 1 pending migration(s) (${INITIAL_MIGRATION}); run \`latchkey migrate\``,
+      `serve failed: database schema is outdated: ${MIGRATIONS.length} pending migration(s) (${MIGRATIONS.join(', ')}); run \`latchkey migrate\``,
     ]);
     expect(refused.logs.some((line) => line.msg === 'latchkey serving')).toBe(false);
     expect(refused.logs.some((line) => line.msg === 'migrations applied')).toBe(false);
@@ -165,17 +165,17 @@ describe('schema migrations', () => {
     // 2. migrate applies the pending migration and exits 0.
     const first = await runToExit(runLatchkey(['migrate'], env), 'the first migrate');
     expect(first).toMatchObject({ code: 0, signal: null, stderr: '' });
-    expect(first.logs.filter((line) => line.msg === 'migrations applied').map((line) => line.migrations)).toEqual([[INITIAL_MIGRATION]]);
-    expect(first.logs.find((line) => line.msg === 'database schema is current')).toMatchObject({ migrations: 1 });
+    expect(first.logs.filter((line) => line.msg === 'migrations applied').map((line) => line.migrations)).toEqual([MIGRATIONS]);
+    expect(first.logs.find((line) => line.msg === 'database schema is current')).toMatchObject({ migrations: MIGRATIONS.length });
     expect(first.logs.filter((line) => ['error', 'fatal'].includes(line.level as string))).toEqual([]);
     expect(await tablesPresent()).toEqual({ users: 'users', migrations: 'mikro_orm_migrations' });
 
-    // 3. A second migrate is a no-op: exit 0, nothing applied, still one recorded migration.
+    // 3. A second migrate is a no-op: exit 0, nothing applied, still every migration recorded once.
     const second = await runToExit(runLatchkey(['migrate'], env), 'the second migrate');
     expect(second).toMatchObject({ code: 0, signal: null, stderr: '' });
     expect(second.logs.some((line) => line.msg === 'migrations applied')).toBe(false);
-    expect(second.logs.find((line) => line.msg === 'database schema is current')).toMatchObject({ migrations: 1 });
-    expect(await query<{ name: string }>(database.url, 'select name from mikro_orm_migrations')).toEqual([{ name: INITIAL_MIGRATION }]);
+    expect(second.logs.find((line) => line.msg === 'database schema is current')).toMatchObject({ migrations: MIGRATIONS.length });
+    expect(await query<{ name: string }>(database.url, 'select name from mikro_orm_migrations order by id')).toEqual(MIGRATIONS.map((name) => ({ name })));
 
     // 4. serve now starts on the current schema (still without migrating on start) and stops cleanly.
     const server = children.track(await startLatchkey(env));

@@ -42,7 +42,7 @@ async function seed(): Promise<void> {
   await insertSessions(db.url, 3, { group: 1, count: 3, idleExpiresAt: ago(DAY), absoluteExpiresAt: ago(-DAY) });
   await insertSessions(db.url, 3, { group: 2, count: 2, idleExpiresAt: ago(-DAY), absoluteExpiresAt: ago(-DAY), revokedAt: ago(30 * DAY) });
   await insertSessions(db.url, 3, { group: 3, count: 4, idleExpiresAt: ago(-DAY), absoluteExpiresAt: ago(-DAY) });
-  // One-time tokens: 1 expired, 1 used, 1 redeemable.
+  // One-time tokens: 1 expired, 1 used, 1 redeemable; one user each, as a user has at most one unused token per purpose.
   const tokens: [Date, Date | null][] = [
     [ago(DAY), null],
     [ago(-DAY), ago(60_000)],
@@ -52,7 +52,7 @@ async function seed(): Promise<void> {
     await query(
       db.url,
       `insert into one_time_tokens (id, user_id, purpose, token_hash, created_at, expires_at, used_at) values ($1, $2, 'password_reset', $3, now(), $4, $5)`,
-      [seedId(4, i + 1), seedId(0, 1), Buffer.from([i]), expiresAt, usedAt],
+      [seedId(4, i + 1), seedId(0, i + 1), Buffer.from([i]), expiresAt, usedAt],
     );
   }
   // Audit events: 2 older than the 90-day retention, 1 recent.

@@ -2,6 +2,8 @@ import { createLogger } from '../../src/observability/logger.js';
 import { createOrm, type Orm } from '../../src/persistence/orm.js';
 import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
 
+const MIGRATIONS = ['Migration20261123000000Initial', 'Migration20261124000000OneTimeTokenEmail'];
+
 let db: TestDatabase;
 let orm: Orm;
 
@@ -22,20 +24,20 @@ const tables = async () =>
 
 it('starts from an empty database', async () => {
   expect(await tables()).toEqual([]);
-  expect((await orm.migrator.getPending()).map((m) => m.name)).toEqual(['Migration20261123000000Initial']);
+  expect((await orm.migrator.getPending()).map((m) => m.name)).toEqual(MIGRATIONS);
 });
 
 it('applies every migration to an empty database', async () => {
   const applied = await orm.migrator.up();
-  expect(applied.map((m) => m.name)).toEqual(['Migration20261123000000Initial']);
+  expect(applied.map((m) => m.name)).toEqual(MIGRATIONS);
   expect(await tables()).toEqual(['audit_events', 'mikro_orm_migrations', 'one_time_tokens', 'sessions', 'signing_keys', 'users']);
 });
 
 it('is a no-op the second time', async () => {
   expect(await orm.migrator.up()).toEqual([]);
   expect(await orm.migrator.getPending()).toEqual([]);
-  const executed = await query<{ name: string }>(db.url, 'select name from mikro_orm_migrations');
-  expect(executed.map((r) => r.name)).toEqual(['Migration20261123000000Initial']);
+  const executed = await query<{ name: string }>(db.url, 'select name from mikro_orm_migrations order by id');
+  expect(executed.map((r) => r.name)).toEqual(MIGRATIONS);
 });
 
 it('leaves a schema that matches the entity definitions exactly', async () => {
@@ -80,8 +82,29 @@ it('refuses a one-time token with an unknown purpose at the database', async () 
   await query(db.url, `delete from users where id = $1`, [userId]);
 });
 
+it('keeps at most one unused one-time token per user and purpose', async () => {
+  const userId = '00000000-0000-4000-8000-000000000002';
+  await query(
+    db.url,
+    `insert into users (id, email, password_hash, password_changed_at, created_at, updated_at) values ($1, 'q@example.com', 'x', now(), now(), now())`,
+    [userId],
+  );
+  const insert = (hash: string, usedAt: string) =>
+    query(
+      db.url,
+      `insert into one_time_tokens (id, user_id, purpose, token_hash, email, created_at, expires_at, used_at)
+       values (gen_random_uuid(), $1, 'password_reset', $2, 'q@example.com', now(), now(), ${usedAt})`,
+      [userId, hash],
+    );
+  await insert('\\x01', 'now()');
+  await insert('\\x02', 'now()');
+  await insert('\\x03', 'null');
+  await expect(insert('\\x04', 'null')).rejects.toThrow(/one_time_tokens_user_id_purpose_unused_key/);
+  await query(db.url, `delete from users where id = $1`, [userId]);
+});
+
 it('rolls back cleanly (down) and re-applies', async () => {
-  await orm.migrator.down();
+  await orm.migrator.down({ to: 0 });
   expect(await tables()).toEqual(['mikro_orm_migrations']);
   await orm.migrator.up();
   expect(await tables()).toEqual(['audit_events', 'mikro_orm_migrations', 'one_time_tokens', 'sessions', 'signing_keys', 'users']);

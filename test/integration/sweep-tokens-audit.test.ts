@@ -14,7 +14,7 @@ let orm: Orm;
 beforeAll(async () => {
   db = await createTestDatabase();
   orm = await openMigratedOrm(db.url);
-  await insertUsers(db.url, 2);
+  await insertUsers(db.url, 7);
 });
 
 afterAll(async () => {
@@ -42,12 +42,13 @@ describe('sweep-one-time-tokens', () => {
   ];
 
   beforeAll(async () => {
+    // One user per token: a user has at most one unused token per purpose.
     for (const [i, [, expiresAt, usedAt]] of tokens.entries()) {
       await query(
         db.url,
         `insert into one_time_tokens (id, user_id, purpose, token_hash, created_at, expires_at, used_at)
          values ($1, $2, $3, $4, $5, $6, $7)`,
-        [seedId(1, i + 1), seedId(0, 1 + (i % 2)), i % 2 ? 'password_reset' : 'email_verification', Buffer.from([i]), at(-3 * DAY), expiresAt, usedAt],
+        [seedId(1, i + 1), seedId(0, i + 1), i % 2 ? 'password_reset' : 'email_verification', Buffer.from([i]), at(-3 * DAY), expiresAt, usedAt],
       );
     }
   });

@@ -1,7 +1,19 @@
+import { randomUUID } from 'node:crypto';
 import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import type { Logger } from '../../observability/logger.js';
+import type { OneTimeTokenPurpose } from '../../persistence/entities/one-time-token.entity.js';
+import { accounts, type OneTimeTokenState } from '../../persistence/repositories/accounts.js';
+import { auditEvents } from '../../persistence/repositories/audit.js';
+import { users, type UserRecord } from '../../persistence/repositories/users.js';
+import type { Caller, UserCaller } from '../callers.js';
 import type { Clock } from '../clock.js';
+import { DomainError } from '../errors.js';
 import type { PasswordHasher } from '../passwords/hasher.js';
+import { checkPassword } from '../passwords/policy.js';
+import { checkId, isStoredId } from '../sessions/ids.js';
+import { normaliseEmail } from '../users/email.js';
+import { invalid, RequestChecks, type Checked } from '../validation.js';
+import { linkWithToken, newOneTimeToken, oneTimeTokenHash } from './one-time-tokens.js';
 
 /** Where a one-time token is redeemed and for how long it works. */
 export interface OneTimeTokenPolicy {
@@ -19,15 +31,225 @@ export interface AccountServiceDependencies {
   readonly logger: Logger;
 }
 
+/** A one-time token for the calling service to deliver. The token is a secret: never log it. */
+export interface IssuedOneTimeToken {
+  readonly token: string;
+  readonly link: string;
+  readonly expiresAt: Date;
+}
+
+export const MAX_ONE_TIME_TOKEN_LENGTH = 256;
+export const MAX_ROLES = 16;
+export const MAX_ROLE_LENGTH = 32;
+const ROLE = /^[a-z][a-z0-9._:-]*$/;
+
+const tokenInvalid = () => new DomainError('TOKEN_INVALID', 'the token is invalid, already used or superseded');
+const tokenExpired = () => new DomainError('TOKEN_EXPIRED', 'the token has expired');
+const userNotFound = () => new DomainError('USER_NOT_FOUND', 'no user has this id');
+const invalidCredentials = () => new DomainError('INVALID_CREDENTIALS', 'the current password is incorrect');
+
+function checkToken(field: string, token: string): Checked<string> {
+  if (token.length === 0) return invalid(field, 'is required');
+  if (token.length > MAX_ONE_TIME_TOKEN_LENGTH) return invalid(field, `must be at most ${MAX_ONE_TIME_TOKEN_LENGTH} characters`);
+  return { value: token };
+}
+
+/** Sorted and without duplicates; each role checked, with its index in the request as the field. */
+function checkRoles(field: string, roles: readonly string[]): Checked<string[]> {
+  const violations = roles.flatMap((role, i) =>
+    role.length === 0 || role.length > MAX_ROLE_LENGTH || !ROLE.test(role)
+      ? [{ field: `${field}[${i}]`, description: `must be 1 to ${MAX_ROLE_LENGTH} characters of a-z, 0-9, '.', '_', ':' or '-', starting with a letter` }]
+      : [],
+  );
+  const unique = [...new Set(roles)].sort();
+  if (unique.length > MAX_ROLES) violations.unshift({ field, description: `must hold at most ${MAX_ROLES} distinct roles` });
+  return violations.length > 0 ? { violations } : { value: unique };
+}
+
+/** Who made an administrative change, for its audit row. */
+function actorOf(caller: Caller): Record<string, unknown> {
+  return caller.kind === 'service' ? { actor: 'api_key' } : { actor: 'user', actorUserId: caller.userId, actorSessionId: caller.sessionId };
+}
+
 /**
  * The password and account flows (ChangePassword, password reset, email verification) and user
  * administration (GetUser, DisableUser, EnableUser, SetUserRoles). Each method takes the
  * authenticated Caller where the RPC needs one, and plain values; the gRPC handlers translate.
+ * Every call forks its own EntityManager and does each change in one statement (no explicit
+ * transaction).
  */
 export class AccountService {
   constructor(private readonly deps: AccountServiceDependencies) {}
 
   protected em(): EntityManager {
     return this.deps.orm.em.fork();
+  }
+
+  private now(): Date {
+    return new Date(this.deps.clock.now());
+  }
+
+  /**
+   * Checks the current password, then replaces it; the caller's own session is never revoked.
+   * A wrong current password is audited and changes nothing else.
+   */
+  async changePassword(
+    caller: UserCaller,
+    input: { currentPassword: string; newPassword: string; revokeOtherSessions: boolean | undefined },
+    signal?: AbortSignal,
+  ): Promise<{ revokedSessionCount: number }> {
+    const checks = new RequestChecks();
+    const current = checks.check(checkPassword('current_password', input.currentPassword, false));
+    const next = checks.check(checkPassword('new_password', input.newPassword, true));
+    checks.throwIfAny();
+
+    const em = this.em();
+    const user = await users.findById(em, caller.userId);
+    const { match } = await this.deps.hasher.verify(current!, user?.passwordHash, signal);
+    if (!user || !match) {
+      await this.auditFailedChange(em, caller, 'INVALID_CREDENTIALS');
+      throw invalidCredentials();
+    }
+    const newHash = await this.deps.hasher.hash(next!, signal);
+    const changed = await accounts.changePassword(em, {
+      userId: user.id,
+      sessionId: caller.sessionId,
+      verifiedHash: user.passwordHash,
+      newHash,
+      revokeOtherSessions: input.revokeOtherSessions !== false,
+      now: this.now(),
+    });
+    if (!changed) {
+      // The password changed since it was checked: the one given is no longer current.
+      await this.auditFailedChange(em, caller, 'CHANGED_CONCURRENTLY');
+      throw invalidCredentials();
+    }
+    return { revokedSessionCount: changed.revokedSessions };
+  }
+
+  private async auditFailedChange(em: EntityManager, caller: UserCaller, reason: string): Promise<void> {
+    const entry = { type: 'password.change_failed', occurredAt: this.now(), userId: caller.userId, sessionId: caller.sessionId, details: { reason } } as const;
+    await auditEvents.insert(em, entry);
+  }
+
+  /**
+   * Issues a reset token for the email's account. An unknown email or a disabled account gets a
+   * response of the same shape with a random token that is never stored.
+   */
+  async requestPasswordReset(caller: Caller, input: { email: string }): Promise<IssuedOneTimeToken> {
+    const checks = new RequestChecks();
+    const email = checks.check(normaliseEmail('email', input.email));
+    checks.throwIfAny();
+    const issued = this.newToken(this.deps.passwordReset);
+    await accounts.issuePasswordReset(this.em(), email!, issued.stored, { ...actorOf(caller), email });
+    return issued.response;
+  }
+
+  /** Redeems a reset token: sets the password and revokes every session of the user. */
+  async resetPassword(input: { token: string; newPassword: string }, signal?: AbortSignal): Promise<void> {
+    const checks = new RequestChecks();
+    const token = checks.check(checkToken('token', input.token));
+    const password = checks.check(checkPassword('new_password', input.newPassword, true));
+    checks.throwIfAny();
+    const tokenHash = oneTimeTokenHash(token!);
+    if (!tokenHash) throw tokenInvalid();
+
+    const em = this.em();
+    // Check the token before spending a hash on the password; the redemption below re-checks it.
+    const problem = this.whyNotRedeemable(await accounts.tokenState(em, tokenHash, 'password_reset'), 'password_reset');
+    if (problem) throw problem;
+    const passwordHash = await this.deps.hasher.hash(password!, signal);
+    const reset = await accounts.resetPassword(em, { tokenHash, passwordHash, now: this.now() });
+    if (!reset) throw this.whyNotRedeemable(await accounts.tokenState(em, tokenHash, 'password_reset'), 'password_reset') ?? tokenInvalid();
+  }
+
+  /** Issues a verification token for the user's current address. */
+  async requestEmailVerification(caller: Caller, input: { userId: string }): Promise<IssuedOneTimeToken & { email: string }> {
+    const userId = this.checkUserId(input.userId);
+    const issued = this.newToken(this.deps.emailVerification);
+    const outcome = await accounts.issueEmailVerification(this.em(), userId, issued.stored, actorOf(caller));
+    if (!outcome) throw userNotFound();
+    if (outcome.disabled) throw new DomainError('ACCOUNT_DISABLED', 'this account is disabled');
+    if (outcome.verified) throw new DomainError('EMAIL_ALREADY_VERIFIED', "the user's email is already verified");
+    return { ...issued.response, email: outcome.email };
+  }
+
+  /** Redeems a verification token and marks the address it was issued for as verified. */
+  async verifyEmail(input: { token: string }): Promise<{ userId: string; email: string }> {
+    const checks = new RequestChecks();
+    const token = checks.check(checkToken('token', input.token));
+    checks.throwIfAny();
+    const tokenHash = oneTimeTokenHash(token!);
+    if (!tokenHash) throw tokenInvalid();
+    const em = this.em();
+    const verified = await accounts.verifyEmail(em, { tokenHash, now: this.now() });
+    if (verified) return verified;
+    throw this.whyNotRedeemable(await accounts.tokenState(em, tokenHash, 'email_verification'), 'email_verification') ?? tokenInvalid();
+  }
+
+  async getUser(input: { userId: string }): Promise<UserRecord> {
+    const user = await users.findById(this.em(), this.checkUserId(input.userId));
+    if (!user) throw userNotFound();
+    return user;
+  }
+
+  /** Disables the user and revokes every active session; an already disabled user is left as it is. */
+  async disableUser(caller: Caller, input: { userId: string }): Promise<{ user: UserRecord; revokedSessionCount: number }> {
+    const userId = this.checkUserId(input.userId);
+    const result = await accounts.disable(this.em(), userId, this.now(), actorOf(caller));
+    if (!result) throw userNotFound();
+    return { user: result.user, revokedSessionCount: result.revokedSessions };
+  }
+
+  /** Lets a disabled user sign in again; revoked sessions stay revoked. */
+  async enableUser(caller: Caller, input: { userId: string }): Promise<UserRecord> {
+    const userId = this.checkUserId(input.userId);
+    const user = await accounts.enable(this.em(), userId, this.now(), actorOf(caller));
+    if (!user) throw userNotFound();
+    return user;
+  }
+
+  /** Replaces the user's roles; they reach access tokens at the next login or refresh. */
+  async setUserRoles(caller: Caller, input: { userId: string; roles: readonly string[] }): Promise<UserRecord> {
+    const checks = new RequestChecks();
+    const id = checks.check(checkId('user_id', input.userId, true));
+    const roles = checks.check(checkRoles('roles', input.roles));
+    checks.throwIfAny();
+    const userId = this.knownIdShape(id!);
+    const user = await accounts.setRoles(this.em(), userId, roles!, this.now(), actorOf(caller));
+    if (!user) throw userNotFound();
+    return user;
+  }
+
+  /** Empty or too long is INVALID_ARGUMENT; an id not of the stored form names no user. */
+  private checkUserId(userId: string): string {
+    const checks = new RequestChecks();
+    const id = checks.check(checkId('user_id', userId, true));
+    checks.throwIfAny();
+    return this.knownIdShape(id!);
+  }
+
+  /** USER_NOT_FOUND without a query for an id Latchkey never assigns (in SQL, a uuid cast error). */
+  private knownIdShape(userId: string): string {
+    if (!isStoredId(userId)) throw userNotFound();
+    return userId;
+  }
+
+  private newToken(policy: OneTimeTokenPolicy): { stored: { id: string; hash: Buffer; now: Date; expiresAt: Date }; response: IssuedOneTimeToken } {
+    const { token, hash } = newOneTimeToken();
+    const now = this.now();
+    const expiresAt = new Date(now.getTime() + policy.ttlMs);
+    return { stored: { id: randomUUID(), hash, now, expiresAt }, response: { token, link: linkWithToken(policy.url, token), expiresAt } };
+  }
+
+  /**
+   * Why a stored token cannot be redeemed now, or undefined if it can. Unknown, used, superseded
+   * (its row now holds a newer hash) and issued for another address are all TOKEN_INVALID.
+   */
+  private whyNotRedeemable(state: OneTimeTokenState | undefined, purpose: OneTimeTokenPurpose): DomainError | undefined {
+    if (!state || state.usedAt !== null || state.email !== state.userEmail) return tokenInvalid();
+    if (state.expiresAt.getTime() <= this.deps.clock.now()) return tokenExpired();
+    if (purpose === 'password_reset' && state.userDisabledAt !== null) return new DomainError('ACCOUNT_DISABLED', 'this account is disabled');
+    return undefined;
   }
 }

@@ -1,11 +1,19 @@
-import type { UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { Metadata, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { AccountService } from '../../domain/accounts/account-service.js';
 import type { AuthService } from '../../domain/auth/auth-service.js';
 import type { CallerAuthenticator } from '../../domain/callers.js';
 import type { UserRecord } from '../../persistence/repositories/users.js';
 import type {
+  ChangePasswordRequest,
+  ChangePasswordResponse,
+  DisableUserRequest,
+  DisableUserResponse,
+  EnableUserRequest,
+  EnableUserResponse,
   GetJwksRequest,
   GetJwksResponse,
+  GetUserRequest,
+  GetUserResponse,
   LoginRequest,
   LoginResponse,
   LogoutRequest,
@@ -14,13 +22,24 @@ import type {
   RefreshTokenResponse,
   RegisterRequest,
   RegisterResponse,
+  RequestEmailVerificationRequest,
+  RequestEmailVerificationResponse,
+  RequestPasswordResetRequest,
+  RequestPasswordResetResponse,
+  ResetPasswordRequest,
+  ResetPasswordResponse,
+  SetUserRolesRequest,
+  SetUserRolesResponse,
   TokenPair,
   User,
   ValidateTokenRequest,
   ValidateTokenResponse,
+  VerifyEmailRequest,
+  VerifyEmailResponse,
 } from '../../generated/latchkey/auth/v1/auth_service.js';
 import type { IssuedTokens } from '../../domain/auth/auth-service.js';
 import { unary, type CallDependencies } from '../call.js';
+import { credentialsOf } from '../credentials.js';
 
 const PREFIX = '/latchkey.auth.v1.AuthService/';
 
@@ -56,7 +75,8 @@ export function createAuthHandlers(
   deps: CallDependencies,
   services: { auth: AuthService; accounts: AccountService; callers: CallerAuthenticator },
 ): UntypedServiceImplementation {
-  const { auth } = services;
+  const { auth, accounts, callers } = services;
+  const service = (metadata: Metadata) => callers.requireService(credentialsOf(metadata));
   return {
     register: unary<RegisterRequest, RegisterResponse>(deps, `${PREFIX}Register`, { usesDatabase: true }, async (request, context) => {
       const user = await auth.register({ email: request.email, password: request.password, displayName: request.displayName }, context.signal);
@@ -102,6 +122,71 @@ export function createAuthHandlers(
     getJwks: unary<GetJwksRequest, GetJwksResponse>(deps, `${PREFIX}GetJwks`, { usesDatabase: false }, async () => {
       const jwks = auth.jwks();
       return { jwksJson: jwks.json, keyIds: [...jwks.keyIds] };
+    }),
+
+    changePassword: unary<ChangePasswordRequest, ChangePasswordResponse>(
+      deps,
+      `${PREFIX}ChangePassword`,
+      { usesDatabase: true },
+      async (request, context) => {
+        const caller = await callers.requireUser(credentialsOf(context.metadata));
+        const result = await accounts.changePassword(
+          caller,
+          { currentPassword: request.currentPassword, newPassword: request.newPassword, revokeOtherSessions: request.revokeOtherSessions },
+          context.signal,
+        );
+        return { revokedSessionCount: result.revokedSessionCount };
+      },
+    ),
+
+    requestPasswordReset: unary<RequestPasswordResetRequest, RequestPasswordResetResponse>(
+      deps,
+      `${PREFIX}RequestPasswordReset`,
+      { usesDatabase: true },
+      async (request, context) => {
+        const issued = await accounts.requestPasswordReset(await service(context.metadata), { email: request.email });
+        return { resetToken: issued.token, resetLink: issued.link, expiresAt: issued.expiresAt };
+      },
+    ),
+
+    resetPassword: unary<ResetPasswordRequest, ResetPasswordResponse>(deps, `${PREFIX}ResetPassword`, { usesDatabase: true }, async (request, context) => {
+      await accounts.resetPassword({ token: request.token, newPassword: request.newPassword }, context.signal);
+      return {};
+    }),
+
+    requestEmailVerification: unary<RequestEmailVerificationRequest, RequestEmailVerificationResponse>(
+      deps,
+      `${PREFIX}RequestEmailVerification`,
+      { usesDatabase: true },
+      async (request, context) => {
+        const issued = await accounts.requestEmailVerification(await service(context.metadata), { userId: request.userId });
+        return { verificationToken: issued.token, verificationLink: issued.link, expiresAt: issued.expiresAt, email: issued.email };
+      },
+    ),
+
+    verifyEmail: unary<VerifyEmailRequest, VerifyEmailResponse>(deps, `${PREFIX}VerifyEmail`, { usesDatabase: true }, async (request) => {
+      const verified = await accounts.verifyEmail({ token: request.token });
+      return { userId: verified.userId, email: verified.email };
+    }),
+
+    getUser: unary<GetUserRequest, GetUserResponse>(deps, `${PREFIX}GetUser`, { usesDatabase: true }, async (request, context) => {
+      await service(context.metadata);
+      return { user: toUserMessage(await accounts.getUser({ userId: request.userId })) };
+    }),
+
+    disableUser: unary<DisableUserRequest, DisableUserResponse>(deps, `${PREFIX}DisableUser`, { usesDatabase: true }, async (request, context) => {
+      const result = await accounts.disableUser(await service(context.metadata), { userId: request.userId });
+      return { user: toUserMessage(result.user), revokedSessionCount: result.revokedSessionCount };
+    }),
+
+    enableUser: unary<EnableUserRequest, EnableUserResponse>(deps, `${PREFIX}EnableUser`, { usesDatabase: true }, async (request, context) => {
+      const user = await accounts.enableUser(await service(context.metadata), { userId: request.userId });
+      return { user: toUserMessage(user) };
+    }),
+
+    setUserRoles: unary<SetUserRolesRequest, SetUserRolesResponse>(deps, `${PREFIX}SetUserRoles`, { usesDatabase: true }, async (request, context) => {
+      const user = await accounts.setUserRoles(await service(context.metadata), { userId: request.userId, roles: request.roles });
+      return { user: toUserMessage(user) };
     }),
   };
 }

@@ -81,4 +81,9 @@ export const users = {
   async replacePasswordHash(em: EntityManager, id: string, previousHash: string, newHash: string): Promise<boolean> {
     return (await run(em, 'update users set password_hash = ? where id = ? and password_hash = ?', [newHash, id, previousHash])) === 1;
   },
+
+  async findById(em: EntityManager, id: string): Promise<UserRecord | undefined> {
+    const row = await queryOne<RawUser>(em, `select ${USER_COLUMNS} from users where id = ?`, [id]);
+    return row ? toUserRecord(row) : undefined;
+  },
 };
