@@ -547,6 +547,21 @@ describe('user administration', () => {
     expect(await kit.changesSince(again)).toEqual({ changed: [], audit: [] });
   });
 
+  it('DisableUser also revokes a session that a racing login left active, so EnableUser cannot revive it', async () => {
+    const user = await kit.newUser('disable-race@example.com');
+    const early = await login(server.client, 'disable-race@example.com');
+    expect((await rpc('disableUser', { userId: user }, asService)).error).toBeUndefined();
+    // What a login that committed while DisableUser's statement waited for the user's row leaves
+    // behind: an active session of a disabled user (the statement's snapshot could not see it).
+    await query(server.db.url, `update sessions set revoked_at = null, revoked_reason = null where id = $1`, [early.sessionId]);
+
+    const repeated = await rpc<DisableUserResponse>('disableUser', { userId: user }, asService);
+    expect(repeated.response!.revokedSessionCount).toBe(1);
+    expect(await kit.sessionStates(user)).toEqual({ [early.sessionId]: 'USER_DISABLED' });
+    expect((await rpc('enableUser', { userId: user }, asService)).error).toBeUndefined();
+    expect(failure((await rpc('refreshToken', { refreshToken: early.tokens!.refreshToken })).error)).toMatchObject({ reason: 'SESSION_REVOKED' });
+  });
+
   it('EnableUser lets the user sign in again; sessions revoked by the disabling stay revoked', async () => {
     const user = await kit.newUser('enable-me@example.com');
     const before = await login(server.client, 'enable-me@example.com');

@@ -196,9 +196,14 @@ export class AccountService {
   /** Disables the user and revokes every active session; an already disabled user is left as it is. */
   async disableUser(caller: Caller, input: { userId: string }): Promise<{ user: UserRecord; revokedSessionCount: number }> {
     const userId = this.checkUserId(input.userId);
-    const result = await accounts.disable(this.em(), userId, this.now(), actorOf(caller));
+    const em = this.em();
+    const now = this.now();
+    const result = await accounts.disable(em, userId, now, actorOf(caller));
     if (!result) throw userNotFound();
-    return { user: result.user, revokedSessionCount: result.revokedSessions };
+    // A second, idempotent statement for a login that raced with the first (see the repository).
+    // A retry after a failure here finds the user disabled and finishes the job.
+    const stragglers = await accounts.revokeRemainingOfDisabled(em, userId, now);
+    return { user: result.user, revokedSessionCount: result.revokedSessions + stragglers };
   }
 
   /** Lets a disabled user sign in again; revoked sessions stay revoked. */

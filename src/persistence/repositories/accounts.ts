@@ -296,6 +296,23 @@ export const accounts = {
     return row ? { user: toUserRecord(row), revokedSessions: row.revoked } : undefined;
   },
 
+  /**
+   * Revokes what is still active of a disabled user's sessions. DisableUser runs it after its own
+   * statement: a login that committed while that statement waited for the user's row lock is not
+   * in the statement's snapshot, so its session would otherwise stay active (unusable while the
+   * user is disabled, but alive again after EnableUser).
+   */
+  async revokeRemainingOfDisabled(em: EntityManager, userId: string, now: Date): Promise<number> {
+    const row = await one<{ revoked: number }>(
+      em,
+      sql`with target as (
+         select id as user_id from users where id = ${userId} and disabled_at is not null
+       ), ${revokeSessionsOf('target', { now, reason: 'USER_DISABLED' })}
+       select ${REVOKED_COUNT} as revoked`,
+    );
+    return row?.revoked ?? 0;
+  },
+
   /** Enables a disabled user (its revoked sessions stay revoked) with its audit row; an enabled user is returned unchanged. */
   async enable(em: EntityManager, userId: string, now: Date, details: Record<string, unknown>): Promise<UserRecord | undefined> {
     const row = await one<Parameters<typeof toUserRecord>[0]>(
