@@ -72,6 +72,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
       },
       clock,
       logger: logger.child({ component: 'auth' }),
+      events: metrics.sessionEvents,
     });
     accounts = new AccountService({
       orm: database.orm,
@@ -80,8 +81,14 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
       emailVerification: { url: config.EMAIL_VERIFICATION_URL, ttlMs: config.EMAIL_VERIFICATION_TTL },
       clock,
       logger: logger.child({ component: 'accounts' }),
+      events: metrics.sessionEvents,
     });
-    sessionService = new SessionService({ orm: database.orm, clock, logger: logger.child({ component: 'sessions' }) });
+    sessionService = new SessionService({
+      orm: database.orm,
+      clock,
+      logger: logger.child({ component: 'sessions' }),
+      events: metrics.sessionEvents,
+    });
     const verifier = auth;
     callers = new CallerAuthenticator(new ServiceApiKeys(config.SERVICE_API_KEYS ?? []), (token) => verifier.authenticateBearer(token));
     logger.info({ kid: keys.signing.kid, publishedKeys: keys.keyIds.length }, 'signing keys loaded');

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { REVOCATION_REASONS, type SessionEvents } from '../domain/sessions/revocation.js';
 
 /** Prometheus metrics of one server instance, on a registry of its own (so tests can run several). */
 export interface Metrics {
@@ -8,6 +9,8 @@ export interface Metrics {
   setDatabaseUp(up: boolean): void;
   /** Exposes the password hasher's load, read at scrape time. */
   observePasswordHashing(load: () => { running: number; queued: number }): void;
+  /** Session revocations by reason, and refresh-token reuse detections. */
+  readonly sessionEvents: SessionEvents;
 }
 
 export function createMetrics(): Metrics {
@@ -33,11 +36,32 @@ export function createMetrics(): Metrics {
     registers: [registry],
   });
   databaseUp.set(1);
+  const revoked = new Counter({
+    name: 'latchkey_sessions_revoked_total',
+    help: 'Sessions ended by revocation, by reason (LOGOUT, REFRESH_TOKEN_REUSED, SESSION_LIMIT, USER_DISABLED, …).',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  // Every reason is exported from the start, so a rate() over it never starts from a missing series.
+  for (const reason of REVOCATION_REASONS) revoked.inc({ reason }, 0);
+  const reuse = new Counter({
+    name: 'latchkey_refresh_token_reuse_detected_total',
+    help: 'Rotated-out refresh tokens presented again outside the grace window: a sign of token theft worth alerting on.',
+    registers: [registry],
+  });
   return {
     registry,
     rpcHandled(method, code, seconds) {
       handled.inc({ method, code });
       duration.observe({ method }, seconds);
+    },
+    sessionEvents: {
+      revoked(reason, count) {
+        if (count > 0) revoked.inc({ reason }, count);
+      },
+      reuseDetected() {
+        reuse.inc();
+      },
     },
     setDatabaseUp(up) {
       databaseUp.set(up ? 1 : 0);

@@ -303,3 +303,35 @@ describe('the per-user session limit', () => {
     }
   });
 });
+
+describe('metrics', () => {
+  async function metrics(): Promise<Record<string, number>> {
+    const body = await (await fetch(`http://127.0.0.1:${server.app.httpPort}/metrics`)).text();
+    const values: Record<string, number> = {};
+    for (const match of body.matchAll(/^(latchkey_(?:sessions_revoked_total\{reason="\w+"\}|refresh_token_reuse_detected_total)) (\S+)$/gm)) {
+      values[match[1]!] = Number(match[2]);
+    }
+    return values;
+  }
+  const delta = (before: Record<string, number>, after: Record<string, number>) =>
+    Object.fromEntries(Object.entries(after).filter(([name, value]) => value !== before[name]).map(([name, value]) => [name, value - (before[name] ?? 0)]));
+
+  it('count revocations by reason and every reuse detection, for dashboards and alerts', async () => {
+    const before = await metrics();
+    expect(before['latchkey_sessions_revoked_total{reason="USER_DISABLED"}']).toBeDefined();
+
+    const stolen = await signIn();
+    await refreshed(await refreshed(stolen.tokens!.refreshToken).then((t) => t.refreshToken));
+    expect(failure((await refresh(stolen.tokens!.refreshToken)).error).reason).toBe('REFRESH_TOKEN_REUSED');
+    expect(failure((await refresh(stolen.tokens!.refreshToken)).error).reason).toBe('REFRESH_TOKEN_REUSED');
+    const leaving = await signIn();
+    await rpc('logout', { refreshToken: leaving.tokens!.refreshToken });
+    await rpc('logout', { refreshToken: leaving.tokens!.refreshToken });
+
+    expect(delta(before, await metrics())).toEqual({
+      'latchkey_refresh_token_reuse_detected_total': 2,
+      'latchkey_sessions_revoked_total{reason="REFRESH_TOKEN_REUSED"}': 1,
+      'latchkey_sessions_revoked_total{reason="LOGOUT"}': 1,
+    });
+  });
+});

@@ -11,6 +11,7 @@ import { DomainError } from '../errors.js';
 import type { PasswordHasher } from '../passwords/hasher.js';
 import { checkPassword } from '../passwords/policy.js';
 import { checkId, isStoredId } from '../sessions/ids.js';
+import type { SessionEvents } from '../sessions/revocation.js';
 import { normaliseEmail } from '../users/email.js';
 import { invalid, RequestChecks, type Checked } from '../validation.js';
 import { linkWithToken, newOneTimeToken, oneTimeTokenHash } from './one-time-tokens.js';
@@ -29,6 +30,7 @@ export interface AccountServiceDependencies {
   readonly emailVerification: OneTimeTokenPolicy;
   readonly clock: Clock;
   readonly logger: Logger;
+  readonly events: SessionEvents;
 }
 
 /** A one-time token for the calling service to deliver. The token is a secret: never log it. */
@@ -124,6 +126,7 @@ export class AccountService {
       await this.auditFailedChange(em, caller, 'CHANGED_CONCURRENTLY');
       throw invalidCredentials();
     }
+    this.deps.events.revoked('PASSWORD_CHANGED', changed.revokedSessions);
     return { revokedSessionCount: changed.revokedSessions };
   }
 
@@ -161,6 +164,7 @@ export class AccountService {
     const passwordHash = await this.deps.hasher.hash(password!, signal);
     const reset = await accounts.resetPassword(em, { tokenHash, passwordHash, now: this.now() });
     if (!reset) throw this.whyNotRedeemable(await accounts.tokenState(em, tokenHash, 'password_reset'), 'password_reset') ?? tokenInvalid();
+    this.deps.events.revoked('PASSWORD_RESET', reset.revokedSessions);
   }
 
   /** Issues a verification token for the user's current address. */
@@ -203,6 +207,7 @@ export class AccountService {
     // A second, idempotent statement for a login that raced with the first (see the repository).
     // A retry after a failure here finds the user disabled and finishes the job.
     const stragglers = await accounts.revokeRemainingOfDisabled(em, userId, now);
+    this.deps.events.revoked('USER_DISABLED', result.revokedSessions + stragglers);
     return { user: result.user, revokedSessionCount: result.revokedSessions + stragglers };
   }
 

@@ -3,6 +3,7 @@ import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import type { Logger } from '../../observability/logger.js';
 import { auditEvents } from '../../persistence/repositories/audit.js';
 import { sessions, type SessionState } from '../../persistence/repositories/sessions.js';
+import type { SessionEvents } from '../sessions/revocation.js';
 import { users, type UserRecord } from '../../persistence/repositories/users.js';
 import type { Clock } from '../clock.js';
 import { ADMIN_ROLE, type UserCaller } from '../callers.js';
@@ -41,6 +42,7 @@ export interface AuthServiceDependencies {
   readonly sessionPolicy: SessionPolicy;
   readonly clock: Clock;
   readonly logger: Logger;
+  readonly events: SessionEvents;
 }
 
 export interface IssuedTokens {
@@ -164,6 +166,7 @@ export class AuthService {
     );
     // The password matched, but the account was disabled after the lookup.
     if (!inserted) throw accountDisabled();
+    this.deps.events.revoked('SESSION_LIMIT', inserted.evicted);
     if (inserted.evicted > 0) {
       this.deps.logger.info({ userId: user.id, evicted: inserted.evicted, limit: this.deps.sessionPolicy.maxSessionsPerUser }, 'session limit reached; least recently used sessions revoked');
     }
@@ -283,14 +286,16 @@ export class AuthService {
 
   /** Revokes the session for a replayed old token (audited), and returns the error for the caller. */
   private async reuseDetected(em: EntityManager, sessionId: string, generationsBehind: number, now: Date, client?: ClientInfo): Promise<DomainError> {
-    await sessions.revokeForReuse(em, {
+    const revoked = await sessions.revokeForReuse(em, {
       sessionId,
       now,
       ipAddress: client?.ipAddress,
       userAgent: client?.userAgent,
       details: { generationsBehind },
     });
-    this.deps.logger.warn({ sessionId, generationsBehind }, 'refresh token reuse detected; session revoked');
+    this.deps.events.reuseDetected();
+    this.deps.events.revoked('REFRESH_TOKEN_REUSED', revoked ? 1 : 0);
+    this.deps.logger.warn({ sessionId, generationsBehind, revoked }, 'refresh token reuse detected; session revoked');
     return refreshTokenReused();
   }
 
@@ -307,7 +312,10 @@ export class AuthService {
     const now = this.now();
     const presentedHash = hashRefreshSecret(presented.secret);
     const logout = { type: 'session.logged_out' } as const;
-    if (await sessions.revokeWithSecret(em, { sessionId: presented.sessionId, presentedHash, now, reason: 'LOGOUT' }, logout)) return;
+    if (await sessions.revokeWithSecret(em, { sessionId: presented.sessionId, presentedHash, now, reason: 'LOGOUT' }, logout)) {
+      this.deps.events.revoked('LOGOUT', 1);
+      return;
+    }
 
     const state = await sessions.state(em, presented.sessionId);
     const nextSecret = this.deps.refreshSecrets.child(presented.sessionId, presented.secret);
@@ -316,7 +324,8 @@ export class AuthService {
     // The current token of a session that already ended: nothing to do.
     if (behind === 0) return;
     if (behind === 1 && this.withinGrace(state, now)) {
-      await sessions.revokeWithSecret(em, { sessionId: presented.sessionId, presentedHash: state.refreshSecretHash, now, reason: 'LOGOUT' }, logout);
+      const revoked = await sessions.revokeWithSecret(em, { sessionId: presented.sessionId, presentedHash: state.refreshSecretHash, now, reason: 'LOGOUT' }, logout);
+      this.deps.events.revoked('LOGOUT', revoked ? 1 : 0);
       return;
     }
     throw await this.reuseDetected(em, presented.sessionId, behind, now);

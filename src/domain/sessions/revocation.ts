@@ -14,3 +14,14 @@ export const REVOCATION_REASONS = [
 ] as const;
 
 export type RevocationReason = (typeof REVOCATION_REASONS)[number];
+
+/**
+ * What the session lifecycle reports as it happens, for metrics and alerting. Implemented by the
+ * observability layer; the domain only calls it.
+ */
+export interface SessionEvents {
+  /** `count` sessions were ended by this call, for `reason` (sessions already ended are not counted). */
+  revoked(reason: RevocationReason, count: number): void;
+  /** A rotated-out refresh token was presented: every detection, even for a session already ended. */
+  reuseDetected(): void;
+}

@@ -7,13 +7,14 @@ import { DomainError } from '../errors.js';
 import { invalid, RequestChecks, type Checked } from '../validation.js';
 import { checkId, isStoredId } from './ids.js';
 import { decodeSessionPageToken, encodeSessionPageToken } from './page-token.js';
-import { REVOCATION_REASONS, type RevocationReason } from './revocation.js';
+import { REVOCATION_REASONS, type RevocationReason, type SessionEvents } from './revocation.js';
 import { sessionStatusAt, type SessionStateFilter, type SessionStatus } from './session-state.js';
 
 export interface SessionServiceDependencies {
   readonly orm: MikroORM;
   readonly clock: Clock;
   readonly logger: Logger;
+  readonly events: SessionEvents;
 }
 
 /** A session as a caller sees it at the time of the response. */
@@ -132,14 +133,15 @@ export class SessionService {
     const sessionId = this.requireSessionId(input.sessionId);
     if (!isStoredId(sessionId)) throw sessionNotFound();
     const now = this.now();
-    const session = await sessionAdmin.revoke(this.em(), {
+    const result = await sessionAdmin.revoke(this.em(), {
       sessionId,
       ownerId: ownerRestriction(caller),
       actingUserId: caller.kind === 'user' ? caller.userId : null,
       now,
     });
-    if (!session) throw sessionNotFound();
-    return this.view(caller, session, now);
+    if (!result) throw sessionNotFound();
+    if (result.revokedNow) this.deps.events.revoked(result.session.revokedReason as RevocationReason, 1);
+    return this.view(caller, result.session, now);
   }
 
   /** Revokes every active session of a user but `exceptSessionId`; returns how many it revoked. */
@@ -153,15 +155,17 @@ export class SessionService {
     if (exceptSessionId !== '' && !isStoredId(exceptSessionId!)) throw notTheUsersSession();
 
     const byOwner = caller.kind === 'user' && caller.userId === userId;
+    const reason = byOwner ? 'REVOKED_BY_USER' : 'REVOKED_BY_SERVICE';
     const result = await sessionAdmin.revokeAll(this.em(), {
       userId: userId!,
       exceptSessionId: exceptSessionId || null,
       now: this.now(),
-      reason: byOwner ? 'REVOKED_BY_USER' : 'REVOKED_BY_SERVICE',
+      reason,
       by: byOwner ? 'user' : 'service',
     });
     if (!result.userFound) throw userNotFound();
     if (!result.exceptFound) throw notTheUsersSession();
+    this.deps.events.revoked(reason, result.revokedCount);
     return result.revokedCount;
   }
 

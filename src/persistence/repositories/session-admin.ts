@@ -143,8 +143,8 @@ export const sessionAdmin = {
   async revoke(
     em: EntityManager,
     revocation: { sessionId: string; ownerId: string | null; actingUserId: string | null; now: Date },
-  ): Promise<SessionRecord | undefined> {
-    const row = await queryOne<RawSession>(
+  ): Promise<{ session: SessionRecord; revokedNow: boolean } | undefined> {
+    const row = await queryOne<RawSession & { revoked_now: boolean }>(
       em,
       `with target as (
          select ${SESSION_COLUMNS} from sessions s where s.id = ? and (?::uuid is null or s.user_id = ?::uuid)
@@ -163,9 +163,9 @@ export const sessionAdmin = {
                                    'by', case when r.revoked_reason = 'REVOKED_BY_USER' then 'user' else 'service' end)
            from revoked r
        )
-       select * from revoked
+       select *, true as revoked_now from revoked
        union all
-       select * from target where not exists (select 1 from revoked)`,
+       select *, false from target where not exists (select 1 from revoked)`,
       [
         revocation.sessionId,
         revocation.ownerId,
@@ -177,7 +177,7 @@ export const sessionAdmin = {
         revocation.now,
       ],
     );
-    return row ? toSessionRecord(row) : undefined;
+    return row ? { session: toSessionRecord(row), revokedNow: row.revoked_now } : undefined;
   },
 
   /**

@@ -233,13 +233,14 @@ export const sessions = {
   },
   /**
    * Records a replayed, rotated-out refresh token: revokes the session (REFRESH_TOKEN_REUSED) if
-   * it is not revoked yet, and writes the audit event either way, in one statement.
+   * it is not revoked yet, and writes the audit event either way, in one statement. True when
+   * this call revoked it.
    */
   async revokeForReuse(
     em: EntityManager,
     reuse: { sessionId: string; now: Date; ipAddress?: string; userAgent?: string; details: Record<string, unknown> },
-  ): Promise<void> {
-    await queryOne(
+  ): Promise<boolean> {
+    const row = await queryOne<{ revoked: number }>(
       em,
       `with revoked as (
          update sessions set revoked_at = ?, revoked_reason = 'REFRESH_TOKEN_REUSED'
@@ -250,8 +251,9 @@ export const sessions = {
          select ?, 'refresh_token.reused', user_id, id, ?, ?, ?::jsonb || jsonb_build_object('revoked', exists (select 1 from revoked))
            from sessions where id = ?
        )
-       select count(*) from revoked`,
+       select count(*)::int as revoked from revoked`,
       [reuse.now, reuse.sessionId, reuse.now, reuse.ipAddress || null, reuse.userAgent || null, JSON.stringify(reuse.details), reuse.sessionId],
     );
+    return (row?.revoked ?? 0) > 0;
   },
 };
