@@ -643,6 +643,22 @@ describe('user administration', () => {
     expect(roles).toEqual({ roles: [] });
   });
 
+  it('access tokens stay under 1 KB with typical claims, and bounded with the largest the limits allow', async () => {
+    const typical = await kit.newUser('ada.lovelace@example.com');
+    await rpc('setUserRoles', { userId: typical, roles: ['admin', 'billing:read', 'support'] }, asService);
+    expect((await login(server.client, 'ada.lovelace@example.com')).tokens!.accessToken.length).toBeLessThan(1024);
+
+    // The longest address and 16 roles of 32 characters: what the bounds on both allow.
+    const longest = `${'a'.repeat(64)}@${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(57)}.com`;
+    expect(longest).toHaveLength(254);
+    const largest = await kit.newUser(longest);
+    const roles = Array.from({ length: 16 }, (_, i) => `role-${String(i).padStart(2, '0')}-${'x'.repeat(24)}`);
+    expect((await rpc('setUserRoles', { userId: largest, roles }, asService)).error).toBeUndefined();
+    const token = (await login(server.client, longest)).tokens!.accessToken;
+    expect(token.length).toBeGreaterThan(1024);
+    expect(token.length).toBeLessThan(1700);
+  });
+
   it('removing the admin role takes the service credential away at once', async () => {
     const admin = await kit.newAdmin('roles-former-admin@example.com');
     const target = await kit.newUser('roles-target@example.com');
