@@ -1,14 +1,15 @@
-import { type Client, status } from '@grpc/grpc-js';
+import { type Client, Metadata, status } from '@grpc/grpc-js';
 import { startApp, type RunningApp } from '../../src/app.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { failure, login, register } from '../support/auth.js';
-import { authClient, call, healthStatus } from '../support/clients.js';
+import { authClient, call, healthStatus, sessionClient } from '../support/clients.js';
 import { testConfig } from '../support/config.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { TcpProxy } from '../support/proxy.js';
 import { waitFor } from '../support/wait.js';
 
 const SERVICES = ['', 'latchkey.auth.v1.AuthService', 'latchkey.session.v1.SessionService'];
+const API_KEY = 'outage-test-service-key-0123456789abcdef';
 
 let db: TestDatabase;
 let proxy: TcpProxy;
@@ -18,7 +19,7 @@ beforeAll(async () => {
   db = await createTestDatabase();
   proxy = TcpProxy.forUrl(db.url);
   await proxy.start();
-  app = await startApp(testConfig(proxy.rewrite(db.url), { DATABASE_HEALTH_INTERVAL: '100ms' }), createLogger('silent'));
+  app = await startApp(testConfig(proxy.rewrite(db.url), { DATABASE_HEALTH_INTERVAL: '100ms', SERVICE_API_KEYS: API_KEY }), createLogger('silent'));
 });
 
 afterAll(async () => {
@@ -73,6 +74,7 @@ it('goes NOT_SERVING when the database hangs without closing connections, and re
 describe('auth calls during an outage', () => {
   it('answer UNAVAILABLE where they need the database, keep validating tokens locally, and work again afterwards', async () => {
     const client = authClient(app.grpcPort);
+    const sessions = sessionClient(app.grpcPort);
     const rpc = (method: string, request: object) => call<object, unknown>(client as unknown as Client, method, request, { deadlineMs: 8_000 });
     try {
       await register(client, 'outage@example.com');
@@ -93,12 +95,33 @@ describe('auth calls during an outage', () => {
       const local = await rpc('validateToken', { accessToken: signedIn.tokens!.accessToken, checkRevocation: false });
       expect(local.error).toBeUndefined();
 
+      // Calls with a credential: the bearer's session cannot be checked, and nothing is guessed.
+      const bearer = new Metadata();
+      bearer.set('authorization', `Bearer ${signedIn.tokens!.accessToken}`);
+      const service = new Metadata();
+      service.set('x-api-key', API_KEY);
+      const userId = signedIn.user!.id;
+      for (const [target, method, request, metadata] of [
+        [sessions, 'listSessions', { userId: '', pageSize: 0, pageToken: '', state: 0 }, bearer],
+        [sessions, 'revokeSession', { sessionId: signedIn.sessionId }, service],
+        [sessions, 'revokeAllSessions', { userId, exceptSessionId: '' }, service],
+        [client, 'changePassword', { currentPassword: 'correct horse battery', newPassword: 'another long passphrase' }, bearer],
+        [client, 'getUser', { userId }, service],
+        [client, 'disableUser', { userId }, service],
+        [client, 'requestPasswordReset', { email: 'outage@example.com' }, service],
+        [client, 'verifyEmail', { token: 'A'.repeat(43) }, undefined],
+      ] as const) {
+        const { error } = await call<object, unknown>(target as unknown as Client, method, request, { deadlineMs: 8_000, metadata });
+        expect([method, failure(error).code, failure(error).reason]).toEqual([method, status.UNAVAILABLE, 'UNAVAILABLE']);
+      }
+
       await proxy.start();
       await waitFor(() => healthStatus(app.grpcPort), (s) => s === 'SERVING');
       const refreshed = await rpc('refreshToken', { refreshToken: signedIn.tokens!.refreshToken });
       expect(refreshed.error).toBeUndefined();
     } finally {
       client.close();
+      sessions.close();
     }
   });
 });
