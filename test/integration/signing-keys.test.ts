@@ -61,6 +61,24 @@ describe('signing keys', () => {
     );
   });
 
+  it('are created once even when a replica that read its clock earlier takes the lock later', async () => {
+    const fresh = await createTestDatabase();
+    const orm = await createOrm({ clientUrl: fresh.url, poolMax: 2, connectTimeoutMs: 5_000, statementTimeoutMs: 5_000, logger: silent });
+    try {
+      await orm.migrator.up();
+      const start = Date.now();
+      // The replica whose clock says t + 5 ms gets the lock first and creates the key; the one that
+      // read t comes second and must sign with that key, not create another.
+      const ahead = await KeyRing.load(orm.em.fork(), KEK, { now: () => start + 5 });
+      const behind = await KeyRing.load(orm.em.fork(), KEK, { now: () => start });
+      expect(behind.signing.kid).toBe(ahead.signing.kid);
+      expect(await query(fresh.url, 'select kid from signing_keys')).toHaveLength(1);
+    } finally {
+      await orm.close(true);
+      await fresh.drop();
+    }
+  });
+
   it('are created once when several replicas start together on an empty table', async () => {
     const fresh = await createTestDatabase();
     const orms = await Promise.all(

@@ -6,6 +6,13 @@ import { openPrivateKey, sealPrivateKey } from './key-encryption.js';
 
 export const SIGNING_ALGORITHM = 'ES256';
 
+/**
+ * How far another replica's clock may run ahead of this one's: a key it activated that little in
+ * the future of our clock already counts as signing (two replicas starting together must agree on
+ * one key). Verifiers allow no such leeway; this only decides which key signs.
+ */
+export const CLOCK_SKEW_MS = 60_000;
+
 /** RFC 7638 thumbprint of a P-256 public key: a stable, collision-free key id. */
 function thumbprint(jwk: Record<string, string>): string {
   const canonical = JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y });
@@ -42,11 +49,12 @@ export class KeyRing {
   /** Loads the published keys, creating the first key pair when none signs yet. */
   static async load(em: EntityManager, keyEncryptionKey: Buffer, clock: Clock): Promise<KeyRing> {
     const now = new Date(clock.now());
-    const rows = await signingKeys.ensureActive(em, now, () => newKey(keyEncryptionKey, now));
+    const signingBy = new Date(now.getTime() + CLOCK_SKEW_MS);
+    const rows = await signingKeys.ensureActive(em, now, signingBy, () => newKey(keyEncryptionKey, now));
     const verifying = new Map<string, KeyObject>();
     for (const row of rows) verifying.set(row.kid, createPublicKey({ key: row.publicJwk, format: 'jwk' }));
     // The newest active key signs; older ones keep verifying what they signed.
-    const active = rows.filter((row) => row.activatesAt <= now && row.retiredAt === null).at(-1)!;
+    const active = rows.filter((row) => row.activatesAt <= signingBy && row.retiredAt === null).at(-1)!;
     const privateKey = createPrivateKey({ key: openPrivateKey(keyEncryptionKey, active.kid, active.privateKeyEncrypted), format: 'der', type: 'pkcs8' });
     // Members in a fixed order (jsonb storage does not keep the order they were written in).
     const jwks = { keys: rows.map(({ publicJwk: k }) => ({ kty: k.kty, crv: k.crv, x: k.x, y: k.y, kid: k.kid, alg: k.alg, use: k.use })) };

@@ -49,15 +49,17 @@ export const signingKeys = {
   listPublished,
 
   /**
-   * Inserts the key made by `make` unless a key already signs at `now`, and returns the published
-   * keys. Serialised by a transaction-scoped advisory lock, so replicas starting together on an
-   * empty table create one key between them, not one each.
+   * Inserts the key made by `make` unless a key already signs by `signingBy`, and returns the keys
+   * published at `now`. Serialised by a transaction-scoped advisory lock, so replicas starting
+   * together on an empty table create one key between them, not one each. `signingBy` lies a little
+   * after `now`: a replica whose clock (or whose moment of reading it) is slightly behind another's
+   * must take the key that one has just created, not make a second.
    */
-  async ensureActive(em: EntityManager, now: Date, make: () => SigningKeyRow): Promise<SigningKeyRow[]> {
+  async ensureActive(em: EntityManager, now: Date, signingBy: Date, make: () => SigningKeyRow): Promise<SigningKeyRow[]> {
     return em.transactional(async (tx) => {
       await queryOne(tx, `select pg_advisory_xact_lock(hashtext('latchkey.signing_keys'))`);
       const published = await listPublished(tx, now);
-      const signing = published.some((key) => key.activatesAt <= now && key.retiredAt === null);
+      const signing = published.some((key) => key.activatesAt <= signingBy && key.retiredAt === null);
       if (signing) return published;
       const key = make();
       await run(
