@@ -113,21 +113,27 @@ export class AccountService {
       throw invalidCredentials();
     }
     const newHash = await this.deps.hasher.hash(next!, signal);
+    const now = this.now();
+    const revokeOtherSessions = input.revokeOtherSessions !== false;
     const changed = await accounts.changePassword(em, {
       userId: user.id,
       sessionId: caller.sessionId,
       verifiedHash: user.passwordHash,
       newHash,
-      revokeOtherSessions: input.revokeOtherSessions !== false,
-      now: this.now(),
+      revokeOtherSessions,
+      now,
     });
     if (!changed) {
       // The password changed since it was checked: the one given is no longer current.
       await this.auditFailedChange(em, caller, 'CHANGED_CONCURRENTLY');
       throw invalidCredentials();
     }
-    this.deps.events.revoked('PASSWORD_CHANGED', changed.revokedSessions);
-    return { revokedSessionCount: changed.revokedSessions };
+    const raced = revokeOtherSessions
+      ? await accounts.revokeRaced(em, { userId: user.id, now, reason: 'PASSWORD_CHANGED', startedBy: now, exceptSessionId: caller.sessionId })
+      : 0;
+    const revokedSessionCount = changed.revokedSessions + raced;
+    this.deps.events.revoked('PASSWORD_CHANGED', revokedSessionCount);
+    return { revokedSessionCount };
   }
 
   private async auditFailedChange(em: EntityManager, caller: UserCaller, reason: string): Promise<void> {
@@ -162,9 +168,12 @@ export class AccountService {
     const problem = this.whyNotRedeemable(await accounts.tokenState(em, tokenHash, 'password_reset'), 'password_reset');
     if (problem) throw problem;
     const passwordHash = await this.deps.hasher.hash(password!, signal);
-    const reset = await accounts.resetPassword(em, { tokenHash, passwordHash, now: this.now() });
+    const now = this.now();
+    const reset = await accounts.resetPassword(em, { tokenHash, passwordHash, now });
     if (!reset) throw this.whyNotRedeemable(await accounts.tokenState(em, tokenHash, 'password_reset'), 'password_reset') ?? tokenInvalid();
-    this.deps.events.revoked('PASSWORD_RESET', reset.revokedSessions);
+    // A second, idempotent statement for a login with the old password that raced the reset.
+    const raced = await accounts.revokeRaced(em, { userId: reset.userId, now, reason: 'PASSWORD_RESET', startedBy: now });
+    this.deps.events.revoked('PASSWORD_RESET', reset.revokedSessions + raced);
   }
 
   /** Issues a verification token for the user's current address. */
@@ -206,7 +215,7 @@ export class AccountService {
     if (!result) throw userNotFound();
     // A second, idempotent statement for a login that raced with the first (see the repository).
     // A retry after a failure here finds the user disabled and finishes the job.
-    const stragglers = await accounts.revokeRemainingOfDisabled(em, userId, now);
+    const stragglers = await accounts.revokeRaced(em, { userId, now, reason: 'USER_DISABLED', whileDisabled: true });
     this.deps.events.revoked('USER_DISABLED', result.revokedSessions + stragglers);
     return { user: result.user, revokedSessionCount: result.revokedSessions + stragglers };
   }

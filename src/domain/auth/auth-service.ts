@@ -161,11 +161,17 @@ export class AuthService {
     const inserted = await sessions.insertForLogin(
       em,
       { id: sessionId, userId: user.id, refreshSecretHash: hashRefreshSecret(secret), ...device!, now, idleExpiresAt, absoluteExpiresAt },
-      this.deps.sessionPolicy.maxSessionsPerUser,
+      { passwordChangedAt: user.passwordChangedAt, maxSessions: this.deps.sessionPolicy.maxSessionsPerUser },
       { type: 'login.succeeded', occurredAt: now, userId: user.id, sessionId, ipAddress: device!.ipAddress, userAgent: device!.userAgent },
     );
-    // The password matched, but the account was disabled after the lookup.
-    if (!inserted) throw accountDisabled();
+    if (!inserted) {
+      // The password matched the user as looked up, but the account was disabled or its password
+      // was changed or reset before the session could be written.
+      const disabled = (await users.findByEmail(em, address!))?.disabledAt != null;
+      const reason = disabled ? 'ACCOUNT_DISABLED' : 'INVALID_CREDENTIALS';
+      await this.auditFailedLogin(em, { ...failure, userId: user.id, details: { reason, email: address, changedDuringLogin: true } });
+      throw disabled ? accountDisabled() : invalidCredentials();
+    }
     this.deps.events.revoked('SESSION_LIMIT', inserted.evicted);
     if (inserted.evicted > 0) {
       this.deps.logger.info({ userId: user.id, evicted: inserted.evicted, limit: this.deps.sessionPolicy.maxSessionsPerUser }, 'session limit reached; least recently used sessions revoked');

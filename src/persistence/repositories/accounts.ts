@@ -53,14 +53,15 @@ async function one<T extends object>(em: EntityManager, statement: Fragment): Pr
  */
 function revokeSessionsOf(
   from: string,
-  revocation: { now: Date; reason: RevocationReason; exceptSessionId?: string; enabled?: boolean },
+  revocation: { now: Date; reason: RevocationReason; exceptSessionId?: string; enabled?: boolean; createdBy?: Date },
 ): Fragment {
   const { now, reason } = revocation;
   const except = revocation.exceptSessionId === undefined ? raw('') : sql` and id <> ${revocation.exceptSessionId}`;
+  const createdBy = revocation.createdBy === undefined ? raw('') : sql` and created_at <= ${revocation.createdBy}`;
   return sql`revoked as (
        update sessions set revoked_at = ${now}, revoked_reason = ${reason}
         where ${revocation.enabled ?? true}::boolean and user_id = (select user_id from ${raw(from)})
-          and revoked_at is null and idle_expires_at > ${now} and absolute_expires_at > ${now}${except}
+          and revoked_at is null and idle_expires_at > ${now} and absolute_expires_at > ${now}${except}${createdBy}
        returning id, user_id
      ), revocations_audited as (
        insert into ${AUDIT}
@@ -297,17 +298,26 @@ export const accounts = {
   },
 
   /**
-   * Revokes what is still active of a disabled user's sessions. DisableUser runs it after its own
-   * statement: a login that committed while that statement waited for the user's row lock is not
-   * in the statement's snapshot, so its session would otherwise stay active (unusable while the
-   * user is disabled, but alive again after EnableUser).
+   * The second statement of a change that ends sessions (DisableUser; ResetPassword; ChangePassword
+   * with `revoke_other_sessions`). A login that committed while the change's statement waited for
+   * the user's row lock is not in that statement's snapshot, so its session would survive: an
+   * active session of a disabled user (alive again after EnableUser), or one signed in with the
+   * password just replaced. This idempotent statement, sent after the change committed, revokes
+   * them: every active session of a still-disabled user, or every one started by the time of the
+   * password change (the racing login read its clock before the change did, a bcrypt compare
+   * earlier), except the caller's own.
    */
-  async revokeRemainingOfDisabled(em: EntityManager, userId: string, now: Date): Promise<number> {
+  async revokeRaced(
+    em: EntityManager,
+    raced: { userId: string; now: Date; reason: RevocationReason; whileDisabled?: boolean; startedBy?: Date; exceptSessionId?: string },
+  ): Promise<number> {
+    const { now, reason } = raced;
+    const disabled = raced.whileDisabled ? raw(' and disabled_at is not null') : raw('');
     const row = await one<{ revoked: number }>(
       em,
       sql`with target as (
-         select id as user_id from users where id = ${userId} and disabled_at is not null
-       ), ${revokeSessionsOf('target', { now, reason: 'USER_DISABLED' })}
+         select id as user_id from users where id = ${raced.userId}${disabled}
+       ), ${revokeSessionsOf('target', { now, reason, createdBy: raced.startedBy, exceptSessionId: raced.exceptSessionId })}
        select ${REVOKED_COUNT} as revoked`,
     );
     return row?.revoked ?? 0;

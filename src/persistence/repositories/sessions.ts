@@ -58,20 +58,25 @@ export const sessions = {
    * The write half of a login, in one statement (one round trip): the user's last sign-in time,
    * the session, the audit event, and, when the user is at `maxSessions`, the revocation of the
    * least recently used active sessions (with an audit event each). The session is only inserted
-   * if the user row is still enabled once its lock is held, so a login racing with DisableUser
-   * cannot leave a live session behind. `maxSessions` 0 means no limit. Two logins of one user at
-   * the same moment may both keep their sessions; the next login evicts down to the limit again.
+   * if, once the user row's lock is held, the user is still enabled and the password is still the
+   * one that was checked (`passwordChangedAt` as read by the lookup; a re-hash keeps it), so a login
+   * that waited behind DisableUser or a password change or reset leaves no session. `maxSessions`
+   * 0 means no limit. Two logins of one user at the same moment may both keep their sessions; the
+   * next login evicts down to the limit again.
    */
   async insertForLogin(
     em: EntityManager,
     session: NewSession,
-    maxSessions: number,
+    checked: { passwordChangedAt: Date; maxSessions: number },
     audit: AuditEntry,
   ): Promise<{ evicted: number } | undefined> {
+    const { maxSessions } = checked;
     const row = await queryOne<{ id: string; evicted: number }>(
       em,
       `with signed_in as (
-         update users set last_login_at = ? where id = ? and disabled_at is null returning id
+         update users set last_login_at = ?
+          where id = ? and disabled_at is null and password_changed_at = ?::timestamptz
+         returning id
        ), created as (
          insert into sessions (id, user_id, generation, refresh_secret_hash, ip_address, user_agent, device_name,
                                created_at, last_used_at, idle_expires_at, absolute_expires_at)
@@ -95,6 +100,7 @@ export const sessions = {
       [
         session.now,
         session.userId,
+        checked.passwordChangedAt,
         session.id,
         session.refreshSecretHash,
         session.ipAddress,

@@ -10,6 +10,8 @@ export interface UserRecord {
   readonly roles: readonly string[];
   readonly emailVerifiedAt: Date | null;
   readonly disabledAt: Date | null;
+  /** When the password was last set by the user (registration, change, reset); a re-hash keeps it. */
+  readonly passwordChangedAt: Date;
   readonly createdAt: Date;
   readonly updatedAt: Date;
   readonly lastLoginAt: Date | null;
@@ -23,13 +25,14 @@ interface RawUser {
   roles: string[];
   email_verified_at: string | null;
   disabled_at: string | null;
+  password_changed_at: string;
   created_at: string;
   updated_at: string;
   last_login_at: string | null;
 }
 
 export const USER_COLUMNS =
-  'id, email, password_hash, display_name, roles, email_verified_at, disabled_at, created_at, updated_at, last_login_at';
+  'id, email, password_hash, display_name, roles, email_verified_at, disabled_at, password_changed_at, created_at, updated_at, last_login_at';
 
 export function toUserRecord(raw: RawUser): UserRecord {
   return {
@@ -40,6 +43,7 @@ export function toUserRecord(raw: RawUser): UserRecord {
     roles: raw.roles,
     emailVerifiedAt: dateOrNull(raw.email_verified_at),
     disabledAt: dateOrNull(raw.disabled_at),
+    passwordChangedAt: new Date(raw.password_changed_at),
     createdAt: new Date(raw.created_at),
     updatedAt: new Date(raw.updated_at),
     lastLoginAt: dateOrNull(raw.last_login_at),
