@@ -40,7 +40,7 @@ export type BearerVerifier = (accessToken: string) => Promise<UserCaller>;
 const MAX_BEARER_LENGTH = 4096;
 const BEARER = /^Bearer +([A-Za-z0-9_.~+/=-]+)$/i;
 
-export const missingCredential = () =>
+const missingCredential = () =>
   new DomainError('TOKEN_INVALID', 'this call needs a credential: `authorization: Bearer <access token>` or `x-api-key`');
 
 /**
