@@ -44,10 +44,14 @@ onPostgres('sessions raced by a login', () => {
     return holder;
   }
 
-  /** Resolves once some statement of the server waits for a row lock. */
+  /** Resolves once a statement on this test's database waits for a lock (other test files use other databases). */
   async function someoneWaits(): Promise<void> {
     const waiting = await waitFor(
-      () => query<{ n: number }>(server.db.url, 'select count(*)::int as n from pg_locks where not granted'),
+      () =>
+        query<{ n: number }>(
+          server.db.url,
+          `select count(*)::int as n from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`,
+        ),
       (rows) => rows[0]!.n > 0,
     );
     expect(waiting[0]!.n).toBeGreaterThan(0);
