@@ -1,7 +1,8 @@
+import { status } from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 import { parseValues } from '../../scripts/chart-docs.mjs';
 import { validateObject, type K8sObject } from './support/kubernetes.js';
-import { CHART, HELM, check, requireSetup, run, yaml } from './support/tools.js';
+import { CHART, HELM, ROOT, check, requireSetup, run, yaml } from './support/tools.js';
 
 // The chart rendered by a real Helm (installed into .tools/ by test/deploy/setup.sh), with its
 // default values and with each example, every object validated strictly.
@@ -14,8 +15,8 @@ const CASES = [
   ...EXAMPLES.map((example) => ({ name: `examples/${example}.yaml`, args: ['--values', `${CHART}/examples/${example}.yaml`] })),
 ];
 
-async function render(args: readonly string[] = []): Promise<K8sObject[]> {
-  const out = await check(HELM, ['template', 'latchkey', CHART, '--namespace', 'auth', ...args]);
+async function render(args: readonly string[] = [], release = 'latchkey', namespace = 'auth'): Promise<K8sObject[]> {
+  const out = await check(HELM, ['template', release, CHART, '--namespace', namespace, ...args]);
   return (yaml.loadAll(out) as (K8sObject | null)[]).filter((object): object is K8sObject => object !== null);
 }
 
@@ -184,7 +185,7 @@ describe('optional resources', () => {
 
   it('each render when switched on (examples/everything.yaml), and the HPA then owns the replica count', () => {
     const objects = rendered.get('examples/everything.yaml')!;
-    for (const kind of ['HorizontalPodAutoscaler', 'PodDisruptionBudget', 'NetworkPolicy', 'ServiceMonitor', 'RequestAuthentication', 'CronJob']) {
+    for (const kind of ['HorizontalPodAutoscaler', 'PodDisruptionBudget', 'NetworkPolicy', 'ServiceMonitor', 'PrometheusRule', 'RequestAuthentication', 'CronJob']) {
       expect(find(objects, kind)).toHaveLength(1);
     }
     expect(one(objects, 'Deployment').spec.replicas).toBeUndefined();
@@ -222,11 +223,82 @@ describe('optional resources', () => {
     expect(monitor.spec.selector.matchLabels).toEqual(one(objects, 'Service').spec.selector);
     expect(monitor.spec.endpoints).toEqual([expect.objectContaining({ port: 'http', path: '/metrics' })]);
   });
+
+  // The metrics the service exports (prom-client `name:`s), so an alert never waits on a metric that does not exist.
+  const exportedMetrics = ['src/observability/metrics.ts', 'src/scheduler/metrics.ts'].flatMap((file) =>
+    [...readFileSync(`${ROOT}${file}`, 'utf8').matchAll(/name: '(latchkey_\w+)'/g)].map((match) => match[1]!),
+  );
+
+  it('PrometheusRule alerts on exported metrics, matching only the series of this release that the ServiceMonitor scrapes', async () => {
+    // Another release and namespace than the other cases, so the scoping cannot match by accident.
+    const objects = await render(['--set', 'prometheusRule.enabled=true', '--set', 'serviceMonitor.enabled=true'], 'sso', 'identity');
+    const rule = one(objects, 'PrometheusRule');
+    const service = one(objects, 'Service');
+    expect(rule.metadata).toMatchObject({ name: 'sso-latchkey', namespace: 'identity' });
+    expect(rule.metadata.labels).toEqual(one(objects, 'ServiceMonitor').metadata.labels);
+    expect(rule.spec.groups).toHaveLength(1);
+    const rules: Json[] = rule.spec.groups[0].rules;
+    expect(rules.map((r) => [r.alert, r.for, r.labels])).toEqual([
+      ['LatchkeyRefreshTokenReuse', '0s', { severity: 'warning' }],
+      ['LatchkeyDatabaseUnreachable', '2m', { severity: 'critical' }],
+      ['LatchkeySweepFailing', '0s', { severity: 'warning' }],
+      ['LatchkeyPasswordHashingSaturated', '10m', { severity: 'warning' }],
+      ['LatchkeyInternalErrors', '0s', { severity: 'warning' }],
+    ]);
+    for (const r of rules) {
+      expect(r.annotations).toEqual({ summary: expect.any(String), description: expect.any(String) });
+      // Prometheus Operator labels scraped series with the namespace and `job`, the Service's name.
+      const selectors = [...(r.expr as string).matchAll(/\b(latchkey_\w+)(\{[^}]*\})?/g)];
+      expect(selectors.length).toBeGreaterThan(0);
+      for (const [, metric, matchers] of selectors) {
+        expect(exportedMetrics).toContain(metric);
+        expect({ metric, matchers }).toEqual({ metric, matchers: expect.stringMatching(new RegExp(`^\\{namespace="identity", job="${service.metadata.name}"[,}]`)) });
+      }
+      // `code` is the gRPC status name, as src/grpc/call.ts records it.
+      for (const [, code] of (r.expr as string).matchAll(/code="(\w+)"/g)) expect(Object.keys(status)).toContain(code);
+    }
+    const byName = (name: string) => rules.find((r) => r.alert === name)!;
+    expect(byName('LatchkeyRefreshTokenReuse').expr).toContain('increase(latchkey_refresh_token_reuse_detected_total{');
+    expect(byName('LatchkeyDatabaseUnreachable').expr).toMatch(/^latchkey_database_up\{[^}]*\} == 0$/);
+    expect(byName('LatchkeySweepFailing').expr).toContain('outcome="failed"');
+    expect(byName('LatchkeySweepFailing').expr).toContain('time() - latchkey_sweep_last_success_timestamp_seconds{');
+    // The sweep metrics' own `job` label (the sweep) clashes with the target's: Prometheus keeps it as exported_job.
+    expect(byName('LatchkeySweepFailing').annotations.summary).toContain('$labels.exported_job');
+    expect(byName('LatchkeyPasswordHashingSaturated').expr).toContain('code="RESOURCE_EXHAUSTED"');
+    expect(byName('LatchkeyInternalErrors').expr).toContain('code="INTERNAL"');
+  });
+
+  it('PrometheusRule: no sweep alert in cronJob mode, labels and severities from values, additionalRules appended as given', () => {
+    const objects = rendered.get('examples/everything.yaml')!;
+    const rule = one(objects, 'PrometheusRule');
+    expect(rule.metadata.labels).toMatchObject({ release: 'prometheus' });
+    const rules: Json[] = rule.spec.groups[0].rules;
+    // `latchkey sweep` in the CronJob exports no metrics: a failed run is a failed Job.
+    expect(rules.map((r) => r.alert)).toEqual([
+      'LatchkeyRefreshTokenReuse',
+      'LatchkeyDatabaseUnreachable',
+      'LatchkeyPasswordHashingSaturated',
+      'LatchkeyInternalErrors',
+      'LatchkeySlowLogins',
+    ]);
+    for (const r of rules) expect(r.labels.team).toBe('identity');
+    expect(rules.find((r) => r.alert === 'LatchkeyDatabaseUnreachable')!.labels).toEqual({ severity: 'page', team: 'identity' });
+    const values = yaml.load(readFileSync(`${CHART}/examples/everything.yaml`, 'utf8')) as Json;
+    expect(rules.at(-1)).toEqual(values.prometheusRule.additionalRules[0]);
+  });
 });
 
 describe('values', () => {
   it('values.schema.json rejects unknown keys, bad enums and secrets in the plain ConfigMap', async () => {
-    for (const bad of ['unknownKey=1', 'scheduler.mode=hourly', 'env.DATABASE_URL=postgres://x@y/z', 'publicUrl=http://insecure.example.com']) {
+    for (const bad of [
+      'unknownKey=1',
+      'scheduler.mode=hourly',
+      'env.DATABASE_URL=postgres://x@y/z',
+      'publicUrl=http://insecure.example.com',
+      'prometheusRule.alerts.databaseUnreachable.for=soon',
+      'prometheusRule.alerts.internalErrors.runbook=x',
+      'prometheusRule.additionalRules[0].alert=NoExpression',
+    ]) {
       const result = await run(HELM, ['template', 'latchkey', CHART, '--set', bad]);
       expect({ bad, code: result.code }).toEqual({ bad, code: 1 });
       expect(result.stderr).toMatch(/schema/);
@@ -266,6 +338,21 @@ describe('the strict validator itself', () => {
     expect(validateObject(ra as K8sObject)).toEqual([
       expect.stringContaining('forwardOriginalToken: expected a boolean'),
       expect.stringContaining('jwksUrl: unknown field'),
+    ]);
+  });
+
+  it('knows the PrometheusRule fields: snake_case keep_firing_for, string labels, an expr and one of alert or record', () => {
+    const rule = structuredClone(rendered.get('examples/everything.yaml')!.find((object) => object.kind === 'PrometheusRule')!) as Json;
+    const [first, second] = rule.spec.groups[0].rules;
+    first.labels.priority = 1;
+    first.keepFiringFor = '5m';
+    delete second.expr;
+    second.record = 'latchkey:database_up:min';
+    expect(validateObject(rule as K8sObject)).toEqual([
+      expect.stringContaining('.rules[0].labels.priority: expected a string'),
+      expect.stringContaining('.rules[0].keepFiringFor: unknown field'),
+      expect.stringContaining('expr is required'),
+      expect.stringContaining('exactly one of alert and record'),
     ]);
   });
 });

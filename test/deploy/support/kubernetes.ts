@@ -13,8 +13,8 @@ import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
  *    schema, but accepts unknown fields;
  *  - so every field is also looked up in @kubernetes/client-node's generated type maps, where an
  *    unknown (misspelt, misplaced or too-new) field is an error.
- * Custom resources the chart renders (ServiceMonitor, Istio RequestAuthentication) are in neither
- * package and are checked against their known shape below.
+ * Custom resources the chart renders (ServiceMonitor, PrometheusRule, Istio RequestAuthentication)
+ * are in neither package and are checked against their known shape below.
  */
 
 export type K8sObject = { apiVersion: string; kind: string; metadata: { name: string; [key: string]: unknown }; [key: string]: unknown };
@@ -85,6 +85,35 @@ const serviceMonitor: Shape = {
     ],
   },
 };
+/** monitoring.coreos.com/v1 PrometheusRule (prometheus-operator), the fields of its CRD schema. */
+const prometheusRule: Shape = {
+  apiVersion: 'string',
+  kind: 'string',
+  metadata: 'V1ObjectMeta',
+  spec: {
+    groups: [
+      {
+        name: 'string',
+        interval: 'string',
+        query_offset: 'string',
+        limit: 'number',
+        partial_response_strategy: 'string',
+        labels: '{ [key: string]: string; }',
+        rules: [
+          {
+            alert: 'string',
+            record: 'string',
+            expr: 'IntOrString',
+            for: 'string',
+            keep_firing_for: 'string',
+            labels: '{ [key: string]: string; }',
+            annotations: '{ [key: string]: string; }',
+          },
+        ],
+      },
+    ],
+  },
+};
 /** security.istio.io/v1 RequestAuthentication, the fields of Istio's API. */
 const requestAuthentication: Shape = {
   apiVersion: 'string',
@@ -119,6 +148,25 @@ const custom: Record<string, { shape: Shape; required: (object: K8sObject) => st
       return [!spec?.selector && 'spec.selector is required', !(spec?.endpoints?.length) && 'spec.endpoints must not be empty'].filter(
         (x): x is string => typeof x === 'string',
       );
+    },
+  },
+  'monitoring.coreos.com/v1/PrometheusRule': {
+    shape: prometheusRule,
+    // The CRD requires a group name (unique in the object) and each rule's expr; Prometheus, when
+    // the operator loads the rules, exactly one of alert and record.
+    required: (o) => {
+      const groups = (o.spec as { groups?: { name?: string; rules?: { alert?: string; record?: string; expr?: unknown }[] }[] } | undefined)?.groups ?? [];
+      const names = groups.map((group) => group.name);
+      return [
+        ...groups.filter((group) => !group.name).map(() => 'spec.groups[].name is required'),
+        ...names.filter((name, index) => name && names.indexOf(name) !== index).map((name) => `spec.groups: duplicate name ${name}`),
+        ...groups.flatMap((group) =>
+          (group.rules ?? []).flatMap((rule) => [
+            ...(rule.expr === undefined || rule.expr === '' ? [`spec.groups[${group.name}].rules[]: expr is required`] : []),
+            ...(!rule.alert === !rule.record ? [`spec.groups[${group.name}].rules[]: exactly one of alert and record`] : []),
+          ]),
+        ),
+      ];
     },
   },
   'security.istio.io/v1/RequestAuthentication': {
