@@ -7,6 +7,21 @@ export function invalid(field: string, description: string): Checked<never> {
   return { violations: [{ field, description }] };
 }
 
+/** A required text field of at most `max` characters (a token, an id). Never echoes the value. */
+export function checkRequiredText(field: string, text: string, max: number): Checked<string> {
+  if (text.length === 0) return invalid(field, 'is required');
+  if (text.length > max) return invalid(field, `must be at most ${max} characters`);
+  return { value: text };
+}
+
+/** The value of a request's only check, or the INVALID_ARGUMENT (or WEAK_PASSWORD) it calls for. */
+export function valid<T>(result: Checked<T>): T {
+  const checks = new RequestChecks();
+  const value = checks.check(result);
+  checks.throwIfAny();
+  return value as T;
+}
+
 /**
  * Collects the checks of one request, so a caller learns every bad field at once. `check` returns
  * the value, or undefined when the input is bad; `throwIfAny` then throws one INVALID_ARGUMENT

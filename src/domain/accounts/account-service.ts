@@ -13,7 +13,7 @@ import { checkPassword } from '../passwords/policy.js';
 import { checkId, isStoredId } from '../sessions/ids.js';
 import type { SessionEvents } from '../sessions/revocation.js';
 import { normaliseEmail } from '../users/email.js';
-import { invalid, RequestChecks, type Checked } from '../validation.js';
+import { checkRequiredText, invalid, RequestChecks, valid, type Checked } from '../validation.js';
 import { linkWithToken, newOneTimeToken, oneTimeTokenHash } from './one-time-tokens.js';
 
 /** Where a one-time token is redeemed and for how long it works. */
@@ -50,11 +50,6 @@ const tokenExpired = () => new DomainError('TOKEN_EXPIRED', 'the token has expir
 const userNotFound = () => new DomainError('USER_NOT_FOUND', 'no user has this id');
 const invalidCredentials = () => new DomainError('INVALID_CREDENTIALS', 'the current password is incorrect');
 
-function checkToken(field: string, token: string): Checked<string> {
-  if (token.length === 0) return invalid(field, 'is required');
-  if (token.length > MAX_ONE_TIME_TOKEN_LENGTH) return invalid(field, `must be at most ${MAX_ONE_TIME_TOKEN_LENGTH} characters`);
-  return { value: token };
-}
 
 /** Sorted and without duplicates; each role checked, with its index in the request as the field. */
 function checkRoles(field: string, roles: readonly string[]): Checked<string[]> {
@@ -146,18 +141,16 @@ export class AccountService {
    * response of the same shape with a random token that is never stored.
    */
   async requestPasswordReset(caller: Caller, input: { email: string }): Promise<IssuedOneTimeToken> {
-    const checks = new RequestChecks();
-    const email = checks.check(normaliseEmail('email', input.email));
-    checks.throwIfAny();
+    const email = valid(normaliseEmail('email', input.email));
     const issued = this.newToken(this.deps.passwordReset);
-    await accounts.issuePasswordReset(this.em(), email!, issued.stored, { ...actorOf(caller), email });
+    await accounts.issuePasswordReset(this.em(), email, issued.stored, { ...actorOf(caller), email });
     return issued.response;
   }
 
   /** Redeems a reset token: sets the password and revokes every session of the user. */
   async resetPassword(input: { token: string; newPassword: string }, signal?: AbortSignal): Promise<void> {
     const checks = new RequestChecks();
-    const token = checks.check(checkToken('token', input.token));
+    const token = checks.check(checkRequiredText('token', input.token, MAX_ONE_TIME_TOKEN_LENGTH));
     const password = checks.check(checkPassword('new_password', input.newPassword, true));
     checks.throwIfAny();
     const tokenHash = oneTimeTokenHash(token!);
@@ -189,10 +182,8 @@ export class AccountService {
 
   /** Redeems a verification token and marks the address it was issued for as verified. */
   async verifyEmail(input: { token: string }): Promise<{ userId: string; email: string }> {
-    const checks = new RequestChecks();
-    const token = checks.check(checkToken('token', input.token));
-    checks.throwIfAny();
-    const tokenHash = oneTimeTokenHash(token!);
+    const token = valid(checkRequiredText('token', input.token, MAX_ONE_TIME_TOKEN_LENGTH));
+    const tokenHash = oneTimeTokenHash(token);
     if (!tokenHash) throw tokenInvalid();
     const em = this.em();
     const verified = await accounts.verifyEmail(em, { tokenHash, now: this.now() });
@@ -242,10 +233,7 @@ export class AccountService {
 
   /** Empty or too long is INVALID_ARGUMENT; an id not of the stored form names no user. */
   private checkUserId(userId: string): string {
-    const checks = new RequestChecks();
-    const id = checks.check(checkId('user_id', userId, true));
-    checks.throwIfAny();
-    return this.knownIdShape(id!);
+    return this.knownIdShape(valid(checkId('user_id', userId, true)));
   }
 
   /** USER_NOT_FOUND without a query for an id Latchkey never assigns (in SQL, a uuid cast error). */

@@ -4,11 +4,12 @@ import type { Logger } from '../../observability/logger.js';
 import { auditEvents } from '../../persistence/repositories/audit.js';
 import { sessions, type SessionState } from '../../persistence/repositories/sessions.js';
 import type { SessionEvents } from '../sessions/revocation.js';
+import { sessionStatusAt } from '../sessions/session-state.js';
 import { users, type UserRecord } from '../../persistence/repositories/users.js';
 import type { Clock } from '../clock.js';
 import { ADMIN_ROLE, type UserCaller } from '../callers.js';
 import { DomainError } from '../errors.js';
-import { invalid, RequestChecks, type Checked } from '../validation.js';
+import { checkRequiredText, invalid, RequestChecks, valid, type Checked } from '../validation.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import type { PasswordHasher } from '../passwords/hasher.js';
 import { checkPassword } from '../passwords/policy.js';
@@ -76,10 +77,6 @@ function checkDisplayName(field: string, name: string): Checked<string> {
   return { value: trimmed };
 }
 
-function checkTokenField(field: string, token: string, max: number): void {
-  if (token.length === 0) throw DomainError.invalidArgument([{ field, description: 'is required' }]);
-  if (token.length > max) throw DomainError.invalidArgument([{ field, description: `must be at most ${max} characters` }]);
-}
 
 /**
  * Registration, login, refresh-token rotation, logout and access-token validation. Each method
@@ -178,17 +175,7 @@ export class AuthService {
     }
     if (needsRehash) this.rehashInBackground(user, text!);
 
-    const access = this.deps.accessTokens.issue({ userId: user.id, sessionId, email: user.email, roles: user.roles });
-    return {
-      user: { ...user, lastLoginAt: now },
-      sessionId,
-      tokens: {
-        accessToken: access.token,
-        accessTokenExpiresAt: new Date(access.claims.expiresAt * 1000),
-        refreshToken: formatRefreshToken(sessionId, secret),
-        refreshTokenExpiresAt: idleExpiresAt,
-      },
-    };
+    return { user: { ...user, lastLoginAt: now }, sessionId, tokens: this.issue(sessionId, secret, user.id, user, idleExpiresAt) };
   }
 
   private async auditFailedLogin(
@@ -229,13 +216,8 @@ export class AuthService {
    * - anything else is TOKEN_INVALID.
    */
   async refresh(input: { refreshToken: string; client: ClientInfo | undefined }): Promise<IssuedTokens> {
-    checkTokenField('refresh_token', input.refreshToken, MAX_REFRESH_TOKEN_LENGTH);
-    let client: ClientInfo | undefined;
-    if (input.client) {
-      const checks = new RequestChecks();
-      client = checks.check(checkClientInfo('client', input.client));
-      checks.throwIfAny();
-    }
+    valid(checkRequiredText('refresh_token', input.refreshToken, MAX_REFRESH_TOKEN_LENGTH));
+    const client = input.client && valid(checkClientInfo('client', input.client));
     const presented = parseRefreshToken(input.refreshToken);
     if (!presented) throw invalidRefreshToken();
 
@@ -311,7 +293,7 @@ export class AuthService {
    * window logs out, anything older is reuse.
    */
   async logout(input: { refreshToken: string }): Promise<void> {
-    checkTokenField('refresh_token', input.refreshToken, MAX_REFRESH_TOKEN_LENGTH);
+    valid(checkRequiredText('refresh_token', input.refreshToken, MAX_REFRESH_TOKEN_LENGTH));
     const presented = parseRefreshToken(input.refreshToken);
     if (!presented) throw invalidRefreshToken();
     const em = this.em();
@@ -342,7 +324,7 @@ export class AuthService {
    * key lookup, so a revocation on any replica is seen at once.
    */
   async validate(input: { accessToken: string; checkRevocation: boolean }): Promise<AccessTokenClaims> {
-    checkTokenField('access_token', input.accessToken, MAX_ACCESS_TOKEN_LENGTH);
+    valid(checkRequiredText('access_token', input.accessToken, MAX_ACCESS_TOKEN_LENGTH));
     const claims = this.deps.accessTokens.verify(input.accessToken);
     if (input.checkRevocation) await this.activeSessionOf(claims);
     return claims;
@@ -385,7 +367,9 @@ export class AuthService {
  * revoked along with the user; the user check also covers anything that raced with that.
  */
 function whyNotActive(state: SessionState, now: Date): DomainError | undefined {
-  if (state.revokedAt !== null || state.user.disabledAt !== null) return sessionRevoked();
-  if (state.idleExpiresAt <= now || state.absoluteExpiresAt <= now) return sessionExpired();
+  if (state.user.disabledAt !== null) return sessionRevoked();
+  const status = sessionStatusAt(state, now);
+  if (status === 'REVOKED') return sessionRevoked();
+  if (status === 'EXPIRED') return sessionExpired();
   return undefined;
 }

@@ -4,7 +4,7 @@ import { sessionAdmin, type SessionRecord } from '../../persistence/repositories
 import { permissionDenied, type Caller } from '../callers.js';
 import type { Clock } from '../clock.js';
 import { DomainError } from '../errors.js';
-import { invalid, RequestChecks, type Checked } from '../validation.js';
+import { invalid, RequestChecks, valid, type Checked } from '../validation.js';
 import { checkId, isStoredId } from './ids.js';
 import { decodeSessionPageToken, encodeSessionPageToken } from './page-token.js';
 import { REVOCATION_REASONS, type RevocationReason, type SessionEvents } from './revocation.js';
@@ -71,7 +71,7 @@ export class SessionService {
 
   /** A plain user sees only their own sessions; anyone else's is reported as missing, like an unknown id. */
   async getSession(caller: Caller, input: { sessionId: string }): Promise<SessionView> {
-    const sessionId = this.requireSessionId(input.sessionId);
+    const sessionId = valid(checkId('session_id', input.sessionId, true));
     if (!isStoredId(sessionId)) throw sessionNotFound();
     const session = await sessionAdmin.find(this.em(), { sessionId, ownerId: ownerRestriction(caller) });
     if (!session) throw sessionNotFound();
@@ -130,7 +130,7 @@ export class SessionService {
    * REVOKED_BY_SERVICE.
    */
   async revokeSession(caller: Caller, input: { sessionId: string }): Promise<SessionView> {
-    const sessionId = this.requireSessionId(input.sessionId);
+    const sessionId = valid(checkId('session_id', input.sessionId, true));
     if (!isStoredId(sessionId)) throw sessionNotFound();
     const now = this.now();
     const result = await sessionAdmin.revoke(this.em(), {
@@ -169,12 +169,6 @@ export class SessionService {
     return result.revokedCount;
   }
 
-  private requireSessionId(sessionId: string): string {
-    const checks = new RequestChecks();
-    const checked = checks.check(checkId('session_id', sessionId, true));
-    checks.throwIfAny();
-    return checked!;
-  }
 
   /**
    * The `user_id` of a request: empty means the caller's own, which an API key (acting for no
