@@ -71,6 +71,22 @@ function revokeSessionsOf(
 
 const REVOKED_COUNT = raw('(select count(*)::int from revoked)');
 
+/**
+ * The `redeemed` CTE: spends the token if it is of `purpose`, unused, unexpired, and its user still
+ * has the address it was issued for (and meets `userCondition`, on `u`). One conditional UPDATE, so
+ * of concurrent redemptions exactly one matches. Returns the token's `user_id` and `email`.
+ */
+function redeem(purpose: OneTimeTokenPurpose, tokenHash: Buffer, now: Date, userCondition: Fragment = raw('')): Fragment {
+  return sql`redeemed as (
+       update one_time_tokens t set used_at = ${now}
+         from users u
+        where t.token_hash = ${tokenHash} and t.purpose = ${purpose} and t.used_at is null and t.expires_at > ${now}
+          and u.id = t.user_id and u.email = t.email${userCondition}
+       returning t.user_id, t.email
+     )`;
+}
+
+
 /** A user has at most one unused token per purpose: a newer token takes over the older one's row. */
 const REPLACE_UNUSED_TOKEN = raw(`on conflict (user_id, purpose) where used_at is null
   do update set id = excluded.id, token_hash = excluded.token_hash, email = excluded.email,
@@ -189,13 +205,7 @@ export const accounts = {
     const { now } = reset;
     const row = await one<{ user_id: string; revoked: number }>(
       em,
-      sql`with redeemed as (
-         update one_time_tokens t set used_at = ${now}
-           from users u
-          where t.token_hash = ${reset.tokenHash} and t.purpose = 'password_reset' and t.used_at is null and t.expires_at > ${now}
-            and u.id = t.user_id and u.email = t.email and u.disabled_at is null
-         returning t.user_id
-       ), changed as (
+      sql`with ${redeem('password_reset', reset.tokenHash, now, raw(' and u.disabled_at is null'))}, changed as (
          update users set password_hash = ${reset.passwordHash}, password_changed_at = ${now}, updated_at = ${now}
           where id = (select user_id from redeemed)
          returning id as user_id
@@ -218,13 +228,7 @@ export const accounts = {
     const { now } = verification;
     const row = await one<{ id: string; email: string }>(
       em,
-      sql`with redeemed as (
-         update one_time_tokens t set used_at = ${now}
-           from users u
-          where t.token_hash = ${verification.tokenHash} and t.purpose = 'email_verification' and t.used_at is null
-            and t.expires_at > ${now} and u.id = t.user_id and u.email = t.email
-         returning t.user_id, t.email
-       ), verified as (
+      sql`with ${redeem('email_verification', verification.tokenHash, now)}, verified as (
          update users u set email_verified_at = coalesce(u.email_verified_at, ${now})
            from redeemed r
           where u.id = r.user_id and u.email = r.email
