@@ -1015,7 +1015,7 @@ describe('each call sends one statement and opens no transaction', () => {
       {
         name: 'revoke all',
         sent: await traced('revokeAllSessions', { userId, exceptSessionId: a.sessionId }, SERVICE),
-        statement: /^with target as \( select id from users .* update sessions .* insert into audit_events /,
+        statement: /^with target as \( select id as user_id from users .* update sessions .* insert into audit_events /,
       },
     ];
     for (const { name, sent, statement } of calls) {

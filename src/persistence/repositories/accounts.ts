@@ -1,8 +1,9 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { RevocationReason } from '../../domain/sessions/revocation.js';
 import type { OneTimeTokenPurpose } from '../entities/one-time-token.entity.js';
-import { AUDIT_COLUMNS } from './audit.js';
-import { dateOrNull, queryOne } from './sql.js';
+import { AUDIT } from './audit.js';
+import { REVOKED_COUNT, revokeSessionsOf } from './sessions.js';
+import { dateOrNull, one, raw, sql, type Fragment } from './sql.js';
 import { toUserRecord, USER_COLUMNS, type UserRecord } from './users.js';
 
 /**
@@ -11,65 +12,7 @@ import { toUserRecord, USER_COLUMNS, type UserRecord } from './users.js';
  * so they land together or not at all, without an explicit transaction.
  */
 
-/** A piece of SQL with its bound values, composed in text order by the `sql` tag. */
-class Fragment {
-  constructor(
-    readonly text: string,
-    readonly params: readonly unknown[],
-  ) {}
-}
-
-/** Interpolated values become `?` binds; interpolated Fragments are spliced in with their binds. */
-function sql(strings: TemplateStringsArray, ...values: unknown[]): Fragment {
-  let text = strings[0]!;
-  const params: unknown[] = [];
-  values.forEach((value, i) => {
-    if (value instanceof Fragment) {
-      text += value.text;
-      params.push(...value.params);
-    } else {
-      text += '?';
-      params.push(value);
-    }
-    text += strings[i + 1]!;
-  });
-  return new Fragment(text, params);
-}
-
-/** Trusted SQL text (column lists), never a value. */
-const raw = (text: string) => new Fragment(text, []);
-
-const AUDIT = raw(`audit_events (${AUDIT_COLUMNS})`);
 const USER = raw(USER_COLUMNS);
-
-async function one<T extends object>(em: EntityManager, statement: Fragment): Promise<T | undefined> {
-  return queryOne<T>(em, statement.text, statement.params);
-}
-
-/**
- * Two CTEs, `revoked` and `revocations_audited`: revoke every active session of the user in the
- * one-row CTE `from` (its `user_id`), except `exceptSessionId`, and write one `session.revoked`
- * audit row per session. With `enabled` false they revoke nothing.
- */
-function revokeSessionsOf(
-  from: string,
-  revocation: { now: Date; reason: RevocationReason; exceptSessionId?: string; enabled?: boolean; createdBy?: Date },
-): Fragment {
-  const { now, reason } = revocation;
-  const except = revocation.exceptSessionId === undefined ? raw('') : sql` and id <> ${revocation.exceptSessionId}`;
-  const createdBy = revocation.createdBy === undefined ? raw('') : sql` and created_at <= ${revocation.createdBy}`;
-  return sql`revoked as (
-       update sessions set revoked_at = ${now}, revoked_reason = ${reason}
-        where ${revocation.enabled ?? true}::boolean and user_id = (select user_id from ${raw(from)})
-          and revoked_at is null and idle_expires_at > ${now} and absolute_expires_at > ${now}${except}${createdBy}
-       returning id, user_id
-     ), revocations_audited as (
-       insert into ${AUDIT}
-       select ${now}, 'session.revoked', user_id, id, null, null, ${JSON.stringify({ reason })}::jsonb from revoked
-     )`;
-}
-
-const REVOKED_COUNT = raw('(select count(*)::int from revoked)');
 
 /**
  * The `redeemed` CTE: spends the token if it is of `purpose`, unused, unexpired, and its user still

@@ -1,5 +1,5 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
-import { run } from './sql.js';
+import { raw, run } from './sql.js';
 
 /** Names of audit events, as stored in `audit_events.event_type`. */
 export type AuditEventType =
@@ -48,6 +48,9 @@ export function auditValues(entry: AuditEntry): unknown[] {
 }
 
 export const AUDIT_COLUMNS = 'occurred_at, event_type, user_id, session_id, ip_address, user_agent, details';
+/** `audit_events (<columns>)`, for composed statements (see `sql`). */
+export const AUDIT = raw(`audit_events (${AUDIT_COLUMNS})`);
+
 export const AUDIT_PLACEHOLDERS = '?, ?, ?::uuid, ?::uuid, ?, ?, ?::jsonb';
 
 export const auditEvents = {

@@ -2,7 +2,8 @@ import type { EntityManager } from '@mikro-orm/postgresql';
 import type { RevocationReason } from '../../domain/sessions/revocation.js';
 import type { SessionStatus } from '../../domain/sessions/session-state.js';
 import { AUDIT_COLUMNS } from './audit.js';
-import { dateOrNull, queryAll, queryOne } from './sql.js';
+import { REVOKED_COUNT, revokeSessionsOf } from './sessions.js';
+import { dateOrNull, one, queryAll, queryOne, sql } from './sql.js';
 
 /** A session as SessionService shows it: device, times and revocation, never its secrets. */
 export interface SessionRecord {
@@ -195,39 +196,24 @@ export const sessionAdmin = {
       by: 'user' | 'service';
     },
   ): Promise<{ userFound: boolean; exceptFound: boolean; revokedCount: number }> {
-    const row = await queryOne<{ user_found: boolean; except_found: boolean; revoked_count: number }>(
+    const { now, reason, exceptSessionId } = revocation;
+    const row = await one<{ user_found: boolean; except_found: boolean; revoked_count: number }>(
       em,
-      `with target as (
-         select id from users where id = ?
+      sql`with target as (
+         select id as user_id from users where id = ${revocation.userId}
        ), kept as (
-         select id from sessions where id = ?::uuid and user_id = (select id from target)
-       ), revoked as (
-         update sessions s
-            set revoked_at = ?, revoked_reason = ?
-          where s.user_id = (select id from target)
-            and ${ACTIVE_AT}
-            and (?::uuid is null or (s.id <> ?::uuid and exists (select 1 from kept)))
-         returning s.id, s.user_id
-       ), audited as (
-         insert into audit_events (${AUDIT_COLUMNS})
-         select ?, 'session.revoked', r.user_id, r.id, null, null, ?::jsonb from revoked r
-       )
+         select id from sessions where id = ${exceptSessionId}::uuid and user_id = (select user_id from target)
+       ), ${revokeSessionsOf('target', {
+         now,
+         reason,
+         exceptSessionId,
+         // A kept session that is not the user's refuses the whole call, so nothing is revoked.
+         enabled: sql`(${exceptSessionId}::uuid is null or exists (select 1 from kept))`,
+         details: { by: revocation.by },
+       })}
        select exists (select 1 from target) as user_found,
-              (?::uuid is null or exists (select 1 from kept)) as except_found,
-              (select count(*) from revoked)::int as revoked_count`,
-      [
-        revocation.userId,
-        revocation.exceptSessionId,
-        revocation.now,
-        revocation.reason,
-        revocation.now,
-        revocation.now,
-        revocation.exceptSessionId,
-        revocation.exceptSessionId,
-        revocation.now,
-        JSON.stringify({ reason: revocation.reason, by: revocation.by }),
-        revocation.exceptSessionId,
-      ],
+              (${exceptSessionId}::uuid is null or exists (select 1 from kept)) as except_found,
+              ${REVOKED_COUNT} as revoked_count`,
     );
     return { userFound: row!.user_found, exceptFound: row!.except_found, revokedCount: row!.revoked_count };
   },

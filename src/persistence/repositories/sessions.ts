@@ -1,7 +1,7 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { RevocationReason } from '../../domain/sessions/revocation.js';
-import { dateOrNull, queryOne } from './sql.js';
-import { AUDIT_COLUMNS, AUDIT_PLACEHOLDERS, auditValues, type AuditEntry, type AuditEventType } from './audit.js';
+import { dateOrNull, Fragment, queryOne, raw, sql } from './sql.js';
+import { AUDIT, AUDIT_COLUMNS, AUDIT_PLACEHOLDERS, auditValues, type AuditEntry, type AuditEventType } from './audit.js';
 
 export interface NewSession {
   readonly id: string;
@@ -263,3 +263,39 @@ export const sessions = {
     return (row?.revoked ?? 0) > 0;
   },
 };
+
+/**
+ * Two CTEs, `revoked` and `revocations_audited`, for any change that ends a user's sessions
+ * (SessionService, password change and reset, disabling): revoke every active session of the user
+ * in the one-row CTE `from` (its `user_id`), except `exceptSessionId`, and write one
+ * `session.revoked` audit row per session (details: the reason, plus `details`). With `enabled`
+ * false (a boolean value or SQL condition) they revoke nothing.
+ */
+export function revokeSessionsOf(
+  from: string,
+  revocation: {
+    now: Date;
+    reason: RevocationReason;
+    exceptSessionId?: string | null;
+    enabled?: boolean | Fragment;
+    createdBy?: Date;
+    details?: Record<string, unknown>;
+  },
+): Fragment {
+  const { now, reason } = revocation;
+  const enabled = revocation.enabled instanceof Fragment ? revocation.enabled : sql`${revocation.enabled ?? true}::boolean`;
+  const except = revocation.exceptSessionId == null ? raw('') : sql` and id <> ${revocation.exceptSessionId}`;
+  const createdBy = revocation.createdBy === undefined ? raw('') : sql` and created_at <= ${revocation.createdBy}`;
+  return sql`revoked as (
+       update sessions set revoked_at = ${now}, revoked_reason = ${reason}
+        where ${enabled} and user_id = (select user_id from ${raw(from)})
+          and revoked_at is null and idle_expires_at > ${now} and absolute_expires_at > ${now}${except}${createdBy}
+       returning id, user_id
+     ), revocations_audited as (
+       insert into ${AUDIT}
+       select ${now}, 'session.revoked', user_id, id, null, null, ${JSON.stringify({ reason, ...revocation.details })}::jsonb from revoked
+     )`;
+}
+
+/** How many sessions the `revoked` CTE of revokeSessionsOf ended. */
+export const REVOKED_COUNT = raw('(select count(*)::int from revoked)');

@@ -25,3 +25,36 @@ export async function run(em: EntityManager, sql: string, params: readonly unkno
   const result = await em.execute<{ affectedRows: number }>(sql, [...params], 'run');
   return result.affectedRows;
 }
+
+/** A piece of SQL with its bound values, composed in text order by the `sql` tag. */
+export class Fragment {
+  constructor(
+    readonly text: string,
+    readonly params: readonly unknown[],
+  ) {}
+}
+
+/** Interpolated values become `?` binds; interpolated Fragments are spliced in with their binds. */
+export function sql(strings: TemplateStringsArray, ...values: unknown[]): Fragment {
+  let text = strings[0]!;
+  const params: unknown[] = [];
+  values.forEach((value, i) => {
+    if (value instanceof Fragment) {
+      text += value.text;
+      params.push(...value.params);
+    } else {
+      text += '?';
+      params.push(value);
+    }
+    text += strings[i + 1]!;
+  });
+  return new Fragment(text, params);
+}
+
+/** Trusted SQL text (column lists), never a value. */
+export const raw = (text: string) => new Fragment(text, []);
+
+/** Runs a composed statement (see `sql`) and returns its first row. */
+export async function one<T extends object>(em: EntityManager, statement: Fragment): Promise<T | undefined> {
+  return queryOne<T>(em, statement.text, statement.params);
+}
