@@ -2,7 +2,19 @@ import { status } from '@grpc/grpc-js';
 import { createHmac, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import jwt from 'jsonwebtoken';
 import type { LoginResponse, RefreshTokenResponse } from '../../src/generated/latchkey/auth/v1/auth_service.js';
-import { type AuthServer, failure, login, ManualClock, MINUTE, register, serverSigningKey, startAuthServer, storeSnapshot } from '../support/auth.js';
+import {
+  type AuthServer,
+  expectRejected as expectRejectedCall,
+  type ExpectedFailure,
+  failure,
+  login,
+  ManualClock,
+  MINUTE,
+  register,
+  serverSigningKey,
+  startAuthServer,
+  storeSnapshot,
+} from '../support/auth.js';
 import { healthStatus } from '../support/clients.js';
 import { query } from '../support/database.js';
 import { grpcFrame, openRawGrpcCall } from '../support/raw-grpc.js';
@@ -22,19 +34,8 @@ afterAll(async () => {
 const rpc = <Res>(method: string, request: object) => server.rpc<Res>(method, request);
 
 /** Calls `method` and asserts both the exact failure and that no table changed. */
-async function expectRejected(method: string, request: object, expected: { code: status; reason?: string; fields?: string[]; message?: string }) {
-  const before = await storeSnapshot(server.db.url);
-  const { error } = await rpc(method, request);
-  const seen = failure(error);
-  expect({ code: seen.code, reason: seen.reason, fields: seen.fields }).toEqual({
-    code: expected.code,
-    reason: expected.reason,
-    fields: expected.fields ?? [],
-  });
-  if (expected.message) expect(seen.message).toBe(expected.message);
-  expect(await storeSnapshot(server.db.url)).toEqual(before);
-  return seen;
-}
+const expectRejected = (method: string, request: object, expected: ExpectedFailure) =>
+  expectRejectedCall(server.db.url, () => rpc(method, request), expected);
 
 const INVALID = status.INVALID_ARGUMENT;
 

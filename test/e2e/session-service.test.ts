@@ -21,7 +21,19 @@ import {
   SessionState,
 } from '../../src/generated/latchkey/session/v1/session_service.js';
 import { createLogger } from '../../src/observability/logger.js';
-import { type AuthServer, DAY, failure, login, ManualClock, MINUTE, register, startAuthServer, storeSnapshot } from '../support/auth.js';
+import {
+  type AuthServer,
+  DAY,
+  expectRejected as expectRejectedCall,
+  type ExpectedFailure,
+  failure,
+  login,
+  ManualClock,
+  MINUTE,
+  register,
+  startAuthServer,
+  storeSnapshot,
+} from '../support/auth.js';
 import { authClient, call, sessionClient } from '../support/clients.js';
 import { testConfig } from '../support/config.js';
 import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
@@ -118,27 +130,9 @@ async function succeed<Res>(method: string, request: object, credential: Credent
   return response!;
 }
 
-interface Expected {
-  readonly code: status;
-  readonly reason: string;
-  readonly fields?: string[];
-  readonly message?: string;
-}
-
 /** Calls `method` and asserts the exact failure and that no table changed. */
-async function expectRejected(method: string, request: object, credential: Credential, expected: Expected) {
-  const before = await storeSnapshot(server.db.url);
-  const { error } = await rpc(method, request, credential);
-  const seen = failure(error);
-  expect({ code: seen.code, reason: seen.reason, fields: seen.fields }).toEqual({
-    code: expected.code,
-    reason: expected.reason,
-    fields: expected.fields ?? [],
-  });
-  if (expected.message) expect(seen.message).toBe(expected.message);
-  expect(await storeSnapshot(server.db.url)).toEqual(before);
-  return seen;
-}
+const expectRejected = (method: string, request: object, credential: Credential, expected: ExpectedFailure) =>
+  expectRejectedCall(server.db.url, () => rpc(method, request, credential), expected);
 
 const getSession = (sessionId: string, credential: Credential) =>
   succeed<GetSessionResponse>('getSession', { sessionId }, credential).then((r) => r.session!);

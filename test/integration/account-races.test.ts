@@ -34,15 +34,8 @@ onPostgres('sessions raced by a login', () => {
 
   const service = new Metadata();
   service.set('x-api-key', API_KEY);
-
-  /** A transaction on its own connection holding the user's row lock, as a concurrent statement would. */
-  async function lockUser(userId: string): Promise<pg.Client> {
-    const holder = new pg.Client({ connectionString: server.db.url });
-    await holder.connect();
-    await holder.query('begin');
-    await holder.query('select 1 from users where id = $1 for update', [userId]);
-    return holder;
-  }
+  const rpc = <Res>(method: string, request: object, metadata?: Metadata) =>
+    call<object, Res>(server.client as unknown as Client, method, request, metadata ? { metadata } : {});
 
   /** Resolves once a statement on this test's database waits for a lock (other test files use other databases). */
   async function someoneWaits(): Promise<void> {
@@ -55,6 +48,32 @@ onPostgres('sessions raced by a login', () => {
       (rows) => rows[0]!.n > 0,
     );
     expect(waiting[0]!.n).toBeGreaterThan(0);
+  }
+
+  /**
+   * Makes a call while a transaction of the test, on its own connection, holds the user's row lock
+   * as a concurrent statement would: `first` runs in that transaction before the call starts,
+   * `meanwhile` once the call's statement waits for the lock; then the transaction commits.
+   */
+  async function againstUserLock<T>(
+    userId: string,
+    attempt: () => Promise<T>,
+    steps: { first?: (holder: pg.Client) => Promise<unknown>; meanwhile?: (holder: pg.Client) => Promise<unknown> },
+  ): Promise<T> {
+    const holder = new pg.Client({ connectionString: server.db.url });
+    await holder.connect();
+    try {
+      await holder.query('begin');
+      await holder.query('select 1 from users where id = $1 for update', [userId]);
+      await steps.first?.(holder);
+      const pending = attempt();
+      await someoneWaits();
+      await steps.meanwhile?.(holder);
+      await holder.query('commit');
+      return await pending;
+    } finally {
+      await holder.end();
+    }
   }
 
   /** What a login that committed a moment ago leaves: an active session of the user. */
@@ -76,17 +95,11 @@ onPostgres('sessions raced by a login', () => {
 
   it('a login waiting behind a password change writes no session and fails INVALID_CREDENTIALS', async () => {
     const user = (await register(server.client, 'waits-behind-change@example.com', PASSWORD)).user!.id;
-    const holder = await lockUser(user);
-    const pending = call(server.client as unknown as Client, 'login', { email: 'waits-behind-change@example.com', password: PASSWORD });
-    try {
-      await someoneWaits();
+    const { error } = await againstUserLock(user, () => rpc('login', { email: 'waits-behind-change@example.com', password: PASSWORD }), {
       // The change commits while the login waits: a new password, as ChangePassword or ResetPassword writes it.
-      await holder.query(`update users set password_hash = 'replaced', password_changed_at = $2 where id = $1`, [user, new Date(clock.ms + 1)]);
-      await holder.query('commit');
-    } finally {
-      await holder.end();
-    }
-    const { error } = await pending;
+      meanwhile: (holder) =>
+        holder.query(`update users set password_hash = 'replaced', password_changed_at = $2 where id = $1`, [user, new Date(clock.ms + 1)]),
+    });
     expect(failure(error)).toMatchObject({ code: status.UNAUTHENTICATED, reason: 'INVALID_CREDENTIALS' });
     expect(await query(server.db.url, 'select id from sessions where user_id = $1', [user])).toEqual([]);
     const [audit] = await query<{ details: unknown }>(
@@ -99,38 +112,24 @@ onPostgres('sessions raced by a login', () => {
 
   it('a login waiting behind DisableUser writes no session and fails ACCOUNT_DISABLED', async () => {
     const user = (await register(server.client, 'waits-behind-disable@example.com', PASSWORD)).user!.id;
-    const holder = await lockUser(user);
-    const pending = call(server.client as unknown as Client, 'login', { email: 'waits-behind-disable@example.com', password: PASSWORD });
-    try {
-      await someoneWaits();
-      await holder.query('update users set disabled_at = $2 where id = $1', [user, new Date(clock.ms)]);
-      await holder.query('commit');
-    } finally {
-      await holder.end();
-    }
-    expect(failure((await pending).error)).toMatchObject({ code: status.PERMISSION_DENIED, reason: 'ACCOUNT_DISABLED' });
+    const { error } = await againstUserLock(user, () => rpc('login', { email: 'waits-behind-disable@example.com', password: PASSWORD }), {
+      meanwhile: (holder) => holder.query('update users set disabled_at = $2 where id = $1', [user, new Date(clock.ms)]),
+    });
+    expect(failure(error)).toMatchObject({ code: status.PERMISSION_DENIED, reason: 'ACCOUNT_DISABLED' });
     expect(await query(server.db.url, 'select id from sessions where user_id = $1', [user])).toEqual([]);
   });
 
   it('a session a login committed while ResetPassword waited is revoked too', async () => {
     const user = (await register(server.client, 'raced-reset@example.com', PASSWORD)).user!.id;
     const before: LoginResponse = await login(server.client, 'raced-reset@example.com', PASSWORD);
-    const issued = await call<object, RequestPasswordResetResponse>(
-      server.client as unknown as Client,
-      'requestPasswordReset',
-      { email: 'raced-reset@example.com' },
-      { metadata: service },
+    const issued = await rpc<RequestPasswordResetResponse>('requestPasswordReset', { email: 'raced-reset@example.com' }, service);
+    let raced = '';
+    const { error } = await againstUserLock(
+      user,
+      () => rpc('resetPassword', { token: issued.response!.resetToken, newPassword: 'a brand new passphrase' }),
+      { first: async (holder) => (raced = await insertSession(holder, user)) },
     );
-    const holder = await lockUser(user);
-    const raced = await insertSession(holder, user);
-    const pending = call(server.client as unknown as Client, 'resetPassword', { token: issued.response!.resetToken, newPassword: 'a brand new passphrase' });
-    try {
-      await someoneWaits();
-      await holder.query('commit');
-    } finally {
-      await holder.end();
-    }
-    expect((await pending).error).toBeUndefined();
+    expect(error).toBeUndefined();
     expect(await revocation(before.sessionId)).toBe('PASSWORD_RESET');
     expect(await revocation(raced)).toBe('PASSWORD_RESET');
     // A login with the new password right after the reset is not touched.
@@ -144,21 +143,12 @@ onPostgres('sessions raced by a login', () => {
     const other = await login(server.client, 'raced-change@example.com', PASSWORD);
     const bearer = new Metadata();
     bearer.set('authorization', `Bearer ${own.tokens!.accessToken}`);
-    const holder = await lockUser(user);
-    const raced = await insertSession(holder, user);
-    const pending = call<object, { revokedSessionCount: number }>(
-      server.client as unknown as Client,
-      'changePassword',
-      { currentPassword: PASSWORD, newPassword: 'a changed passphrase' },
-      { metadata: bearer },
+    let raced = '';
+    const { response, error } = await againstUserLock(
+      user,
+      () => rpc<{ revokedSessionCount: number }>('changePassword', { currentPassword: PASSWORD, newPassword: 'a changed passphrase' }, bearer),
+      { first: async (holder) => (raced = await insertSession(holder, user)) },
     );
-    try {
-      await someoneWaits();
-      await holder.query('commit');
-    } finally {
-      await holder.end();
-    }
-    const { response, error } = await pending;
     expect(error).toBeUndefined();
     expect(response!.revokedSessionCount).toBe(2);
     expect([await revocation(own.sessionId), await revocation(other.sessionId), await revocation(raced)]).toEqual([
@@ -170,16 +160,12 @@ onPostgres('sessions raced by a login', () => {
 
   it('a session a login committed while DisableUser waited is revoked too', async () => {
     const user = (await register(server.client, 'raced-disable@example.com', PASSWORD)).user!.id;
-    const holder = await lockUser(user);
-    const raced = await insertSession(holder, user);
-    const pending = call<object, { revokedSessionCount: number }>(server.client as unknown as Client, 'disableUser', { userId: user }, { metadata: service });
-    try {
-      await someoneWaits();
-      await holder.query('commit');
-    } finally {
-      await holder.end();
-    }
-    const { response, error } = await pending;
+    let raced = '';
+    const { response, error } = await againstUserLock(
+      user,
+      () => rpc<{ revokedSessionCount: number }>('disableUser', { userId: user }, service),
+      { first: async (holder) => (raced = await insertSession(holder, user)) },
+    );
     expect(error).toBeUndefined();
     expect(response!.revokedSessionCount).toBe(1);
     expect(await revocation(raced)).toBe('USER_DISABLED');

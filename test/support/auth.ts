@@ -46,6 +46,35 @@ export function failure(error: ServiceError | undefined): Failure {
   return { code: error.code, reason: details.reason, message: error.details, fields: details.fields };
 }
 
+export interface ExpectedFailure {
+  readonly code: number;
+  readonly reason?: string;
+  /** BadRequest field names; none when left out. */
+  readonly fields?: string[];
+  readonly message?: string;
+}
+
+/**
+ * Makes a call that must fail, and asserts the exact code, reason and BadRequest fields (and the
+ * message, when given), and that no table of the store at `url` changed.
+ */
+export async function expectRejected(
+  url: string,
+  attempt: () => Promise<{ error?: ServiceError }>,
+  expected: ExpectedFailure,
+): Promise<Failure> {
+  const before = await storeSnapshot(url);
+  const seen = failure((await attempt()).error);
+  expect({ code: seen.code, reason: seen.reason, fields: seen.fields }).toEqual({
+    code: expected.code,
+    reason: expected.reason,
+    fields: expected.fields ?? [],
+  });
+  if (expected.message) expect(seen.message).toBe(expected.message);
+  expect(await storeSnapshot(url)).toEqual(before);
+  return seen;
+}
+
 export async function register(client: AuthServiceClient, email: string, password = 'correct horse battery', displayName = ''): Promise<RegisterResponse> {
   const { response, error } = await call<object, RegisterResponse>(client as unknown as Client, 'register', { email, password, displayName });
   if (error) throw new Error(`register failed: ${error.code} ${error.details}`);
