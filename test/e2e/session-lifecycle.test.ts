@@ -176,6 +176,26 @@ describe('the rotation contract', () => {
     expect(await sessionRow(late.sessionId)).toMatchObject({ revoked_reason: 'REFRESH_TOKEN_REUSED' });
   });
 
+  it('answers a retry within the window with SESSION_EXPIRED once the session has reached its absolute expiry', async () => {
+    const brief = await startAuthServer({ SESSION_IDLE_TIMEOUT: '1m', SESSION_MAX_LIFETIME: '1m' }, clock);
+    try {
+      await register(brief.client, 'brief@example.com');
+      const signedIn = await login(brief.client, 'brief@example.com');
+      clock.advance(55 * SECOND);
+      const next = await brief.rpc<RefreshTokenResponse>('refreshToken', { refreshToken: signedIn.tokens!.refreshToken });
+      expect(next.error).toBeUndefined();
+      clock.advance(6 * SECOND);
+      const before = await storeSnapshot(brief.db.url);
+      const retry = await brief.rpc('refreshToken', { refreshToken: signedIn.tokens!.refreshToken });
+      expect(failure(retry.error)).toMatchObject({ code: status.UNAUTHENTICATED, reason: 'SESSION_EXPIRED' });
+      const newest = await brief.rpc('refreshToken', { refreshToken: next.response!.tokens!.refreshToken });
+      expect(failure(newest.error)).toMatchObject({ code: status.UNAUTHENTICATED, reason: 'SESSION_EXPIRED' });
+      expect(await storeSnapshot(brief.db.url)).toEqual(before);
+    } finally {
+      await brief.close();
+    }
+  });
+
   it('with REFRESH_REUSE_GRACE=0s, the previous token is reuse at once', async () => {
     const strict = await startAuthServer({ REFRESH_REUSE_GRACE: '0s' }, clock);
     try {

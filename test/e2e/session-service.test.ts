@@ -95,7 +95,7 @@ let people = 0;
 async function newUser(label: string, roles: string[] = []): Promise<Person> {
   const email = `${label}-${++people}@example.com`;
   const { user } = await register(server.client, email);
-  // Roles are set in SQL (SetUserRoles is not built yet); they are signed into tokens at login.
+  // Roles are set in SQL, like any seed data; they are signed into tokens at login.
   if (roles.length > 0) await query(server.db.url, 'update users set roles = $1 where id = $2', [roles, user!.id]);
   return { userId: user!.id, email };
 }
