@@ -62,7 +62,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
       orm: database.orm,
       hasher,
       keys,
-      accessTokens: new AccessTokens(keys, { issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE, ttlMs: config.ACCESS_TOKEN_TTL }, clock),
+      accessTokens: new AccessTokens(keys, { issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE, ttlMs: config.ACCESS_TOKEN_TTL, cacheSize: config.ACCESS_TOKEN_CACHE_SIZE }, clock),
       refreshSecrets: new RefreshSecretDeriver(keyEncryptionKey),
       sessionPolicy: {
         idleTimeoutMs: config.SESSION_IDLE_TIMEOUT,

@@ -234,6 +234,12 @@ export const variables = {
     default: '15m',
     schema: duration(60_000, 86_400_000),
   }),
+  ACCESS_TOKEN_CACHE_SIZE: variable({
+    description:
+      'Access tokens ValidateToken remembers after verifying them (least recently used out, about 1 KB each), so that the same token presented again skips the ES256 signature check. Expiry and the signing key are checked on every call; a token differing in any character is verified in full. `0` verifies every token every time.',
+    default: '10000',
+    schema: integer(0, 1_000_000),
+  }),
   SESSION_IDLE_TIMEOUT: variable({
     description: 'A session ends when its refresh token is not used for this long. Each refresh extends it, never past `SESSION_MAX_LIFETIME`.',
     default: '14d',

@@ -28,6 +28,12 @@ export interface HandlerOptions<Req = unknown> {
    * dead pool until the deadline.
    */
   readonly usesDatabase: boolean | ((request: Req) => boolean);
+  /**
+   * The level of the log line for a call that succeeded (failures are always `info`). The RPCs a
+   * mesh calls on every request (token validation, JWKS) log successes at `debug`: at thousands of
+   * calls a second a line each would cost more than the call, and the metrics count them anyway.
+   */
+  readonly successLogLevel?: 'info' | 'debug';
 }
 
 /** Stands in for a request whose bytes are not a valid message of the RPC's request type. */
@@ -111,9 +117,11 @@ function recordCall(
   code: string,
   ms: number,
   details?: { reason?: string; errorId?: string },
+  level: 'info' | 'debug' = 'info',
 ): void {
   deps.metrics.rpcHandled(method, code, ms / 1000);
-  deps.logger.info({ method, code, ...details, durationMs: Math.round(ms * 100) / 100, requestId: requestIdOf(metadata) }, 'rpc');
+  if (level === 'debug' && !deps.logger.isLevelEnabled('debug')) return;
+  deps.logger[level]({ method, code, ...details, durationMs: Math.round(ms * 100) / 100, requestId: requestIdOf(metadata) }, 'rpc');
 }
 
 /**
@@ -126,11 +134,12 @@ export function unary<Req, Res>(
   options: HandlerOptions<Req>,
   handler: (request: Req, context: CallContext) => Promise<Res>,
 ): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
+  const successLevel = options.successLogLevel ?? 'info';
   return (call, callback) => {
     const started = performance.now();
     const context = contextOf(method, call as ServerUnaryCall<unknown, unknown>);
     const finish = (code: string, details?: { reason?: string; errorId?: string }) =>
-      recordCall(deps, method, call.metadata, code, performance.now() - started, details);
+      recordCall(deps, method, call.metadata, code, performance.now() - started, details, code === 'OK' ? successLevel : 'info');
     let usesDatabase = false;
     const run = async (): Promise<Res> => {
       if ((call.request as unknown) === MALFORMED_REQUEST) {

@@ -1,7 +1,7 @@
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import { describeDatabaseHost, waitForDatabase } from './database.js';
-import { startEmbeddedDatabase, type EmbeddedDatabase } from './embedded.js';
+import type { EmbeddedDatabase } from './embedded.js';
 import { createOrm, type Orm } from './orm.js';
 
 export interface OpenDatabase {
@@ -31,6 +31,8 @@ export async function openDatabase(
   let embedded: EmbeddedDatabase | undefined;
   let url = config.DATABASE_URL;
   if (url === undefined) {
+    // Loaded only when used: PGlite adds about 9 MB to every process that imports it.
+    const { startEmbeddedDatabase } = await import('./embedded.js');
     embedded = await startEmbeddedDatabase(config.LATCHKEY_DATA_DIR);
     url = embedded.url;
     logger.warn(

@@ -52,6 +52,37 @@ describe('unary handler wrapper', () => {
     expect(JSON.stringify(lines)).not.toContain('correct horse');
   });
 
+  it('logs the successes of a hot-path RPC at debug, and its failures at info, while counting every call', async () => {
+    const run = async (level: 'info' | 'debug', handler: () => Promise<unknown>) => {
+      const lines: Record<string, unknown>[] = [];
+      const destination = new Writable({
+        write(chunk: Buffer, _encoding, done) {
+          for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) lines.push(JSON.parse(line) as Record<string, unknown>);
+          done();
+        },
+      });
+      const metrics = { rpcHandled: jest.fn() };
+      const wrapped = unary(
+        { logger: createLogger(level, destination), database: { available: true, reportFailure: jest.fn() }, metrics },
+        '/test.v1.Test/Check',
+        { usesDatabase: false, successLogLevel: 'debug' },
+        handler,
+      );
+      await new Promise((resolve) => wrapped(fakeCall({}), resolve));
+      await new Promise((r) => setImmediate(r));
+      return { rpc: lines.filter((l) => l.msg === 'rpc'), metrics };
+    };
+    const ok = await run('info', async () => ({}));
+    expect(ok.rpc).toEqual([]);
+    expect(ok.metrics.rpcHandled).toHaveBeenCalledWith('/test.v1.Test/Check', 'OK', expect.any(Number));
+    const failed = await run('info', async () => {
+      throw new DomainError('TOKEN_INVALID', 'the access token is invalid');
+    });
+    expect(failed.rpc).toEqual([expect.objectContaining({ level: 'info', code: 'UNAUTHENTICATED', reason: 'TOKEN_INVALID' })]);
+    const debug = await run('debug', async () => ({}));
+    expect(debug.rpc).toEqual([expect.objectContaining({ level: 'debug', code: 'OK', method: '/test.v1.Test/Check' })]);
+  });
+
   it('logs the caller\'s x-request-id, bounded and printable, for correlation with mesh access logs', async () => {
     const metadata = new Metadata();
     metadata.set('x-request-id', 'a1b2c3-d4');

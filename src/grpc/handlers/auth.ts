@@ -102,7 +102,7 @@ export function createAuthHandlers(
       deps,
       `${PREFIX}ValidateToken`,
       // Plain validation never touches the database, so it keeps working through an outage.
-      { usesDatabase: (request) => request.checkRevocation },
+      { usesDatabase: (request) => request.checkRevocation, successLogLevel: 'debug' },
       async (request) => {
         const claims = await auth.validate({ accessToken: request.accessToken, checkRevocation: request.checkRevocation });
         return {
@@ -119,7 +119,7 @@ export function createAuthHandlers(
       },
     ),
 
-    getJwks: unary<GetJwksRequest, GetJwksResponse>(deps, `${PREFIX}GetJwks`, { usesDatabase: false }, async () => {
+    getJwks: unary<GetJwksRequest, GetJwksResponse>(deps, `${PREFIX}GetJwks`, { usesDatabase: false, successLogLevel: 'debug' }, async () => {
       const jwks = auth.jwks();
       return { jwksJson: jwks.json, keyIds: [...jwks.keyIds] };
     }),

@@ -1,0 +1,515 @@
+/**
+ * `npm run bench`: starts the real server, seeds users and sessions through the API, and measures
+ * login, refresh and token validation from separate processes (h2load for throughput, worker.ts
+ * for latency), each beside its physical limit measured in the same run. A full run rewrites
+ * BENCHMARKS.md, which lists the scenarios, the targets and what was reached.
+ *
+ *   npm run bench                 full run (about 8 minutes); rewrites BENCHMARKS.md
+ *   npm run bench -- --quick      seconds per figure, small data, cost-4 hashes; for CI
+ *   npm run bench -- --only=validate,refresh   some scenarios (validate, refresh, login, saturation, sweep)
+ */
+import bcrypt from 'bcrypt';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { LoginRequest, LoginResponse, RegisterRequest, ValidateTokenRequest } from '../../src/generated/latchkey/auth/v1/auth_service.js';
+import { ensureH2load, h2load } from './h2load.js';
+import { renderMarkdown, renderTable, type BenchReport, type Figure } from './report.js';
+import { startServer, type BenchServer } from './server.js';
+import { latencyBetween, latencyOf, perSecond, type Latency } from './stats.js';
+import { UnaryClient, grpcFrame } from './wire.js';
+import { HEALTH_CHECK, LOGIN, VALIDATE, type WorkerResult, type WorkerSpec } from './worker.js';
+
+const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
+const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
+const PASSWORD = 'correct horse battery staple 42';
+/** One key for the run: the sweep scenario's server reads the signing keys the first server made. */
+const KEY_ENCRYPTION_KEY = randomBytes(32).toString('base64');
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    out: { type: 'string', default: path.join(ROOT, 'bench-results') },
+    'no-doc': { type: 'boolean', default: false },
+    /** A server setting for an experiment, e.g. --set LOG_LEVEL=warn (repeatable); such a run never rewrites BENCHMARKS.md. */
+    set: { type: 'string', multiple: true, default: [] },
+  },
+});
+const quick = args.quick!;
+/** Extra Node flags for the server, to profile it: BENCH_SERVER_NODE_ARGS='--cpu-prof --cpu-prof-dir=bench-results/profiles'. */
+const overrides = Object.fromEntries(
+  args.set!.map((pair) => {
+    const at = pair.indexOf('=');
+    if (at <= 0) throw new Error(`--set expects NAME=VALUE, got ${pair}`);
+    return [pair.slice(0, at), pair.slice(at + 1)];
+  }),
+);
+const serverNodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+/** The server runs with the image's NODE_OPTIONS (V8 heap flags), read from the Dockerfile so the two cannot drift. */
+const imageNodeOptions = /^ENV NODE_OPTIONS="([^"]*)"$/m.exec(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1] ?? '';
+const only = new Set((args.only ?? 'validate,refresh,login,saturation,sweep').split(','));
+
+/** How long each figure is measured for, and how much data: seconds in --quick, minutes in full. */
+const plan = quick
+  ? { warmupMs: 300, latencyMs: 1_500, h2loadSeconds: 2, h2loadWarmup: 1, loginMs: 3_000, users: 8, sessions: 32, sweepRows: 20_000, sweepBaselineMs: 3_000, bcryptCost: 4 }
+  : { warmupMs: 1_000, latencyMs: 10_000, h2loadSeconds: 10, h2loadWarmup: 2, loginMs: 20_000, users: 16, sessions: 64, sweepRows: 1_000_000, sweepBaselineMs: 30_000, bcryptCost: 12 };
+
+const VALIDATE_LEVELS = [1, 16, 64, 256];
+/** Calls in flight → HTTP/2 connections: a few connections, as a mesh sidecar or gateway keeps, with the rest multiplexed. */
+const connectionsFor = (inFlight: number) => Math.min(inFlight, 4);
+
+function log(message: string): void {
+  process.stderr.write(`bench: ${message}\n`);
+}
+
+function runWorkerProcess(spec: WorkerSpec): { result: Promise<WorkerResult>; stop(): void } {
+  const child = execFile(process.execPath, [WORKER, JSON.stringify(spec)], { maxBuffer: 256 << 20, env: process.env }, () => undefined);
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (chunk: string) => (stdout += chunk));
+  child.stderr!.on('data', (chunk: string) => (stderr += chunk));
+  // 'close', not 'exit': the output may still be in the pipe when the process has exited.
+  const result = new Promise<WorkerResult>((resolve, reject) =>
+    child.once('close', (code) => {
+      try {
+        if (code !== 0) throw new Error(`exited with ${code}`);
+        resolve(JSON.parse(stdout) as WorkerResult);
+      } catch (error) {
+        reject(new Error(`worker ${spec.kind}: ${(error as Error).message}\n${stderr}`));
+      }
+    }),
+  );
+  return { result, stop: () => child.kill('SIGTERM') };
+}
+
+const work = (spec: WorkerSpec) => runWorkerProcess(spec).result;
+
+/** A run whose calls failed is not a measurement: it stops the bench with the failures. */
+function checked(what: string, result: WorkerResult): WorkerResult {
+  if (result.calls === 0 || result.ok !== result.calls) {
+    throw new Error(`${what}: ${result.ok} of ${result.calls} calls succeeded: ${JSON.stringify(result.failures)}`);
+  }
+  return result;
+}
+
+interface Target {
+  readonly url?: string;
+  readonly kind: 'postgresql' | 'embedded';
+  readonly label: string;
+  readonly version?: string;
+  drop(): Promise<void>;
+}
+
+async function reachable(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2_000 });
+  try {
+    await client.connect();
+    await client.end();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A fresh database on BENCH_DATABASE_URL's server, else on the local PostgreSQL; else the embedded one. */
+async function chooseDatabase(): Promise<Target> {
+  const given = process.env.BENCH_DATABASE_URL;
+  const local = 'postgres://postgres@127.0.0.1:5432/postgres';
+  const serverUrl = given ?? ((await reachable(local)) ? local : undefined);
+  if (!serverUrl) {
+    return { kind: 'embedded', label: 'embedded PGlite (no PostgreSQL reachable; BENCH_DATABASE_URL unset)', drop: async () => undefined };
+  }
+  const name = `latchkey_bench_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: serverUrl });
+  await admin.connect();
+  const version = String((await admin.query('show server_version')).rows[0].server_version);
+  await admin.query(`create database "${name}"`);
+  await admin.end();
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  const where = given ? 'BENCH_DATABASE_URL' : 'the local PostgreSQL at 127.0.0.1:5432';
+  return {
+    kind: 'postgresql',
+    url: url.toString(),
+    label: `PostgreSQL ${version} (${where}; a fresh database)`,
+    version,
+    async drop() {
+      const client = new pg.Client({ connectionString: serverUrl });
+      await client.connect();
+      await client.query(`drop database if exists "${name}" with (force)`);
+      await client.end();
+    },
+  };
+}
+
+async function sql(target: Target, text: string, values: unknown[] = []): Promise<pg.QueryResult> {
+  const client = new pg.Client({ connectionString: target.url });
+  await client.connect();
+  try {
+    return await client.query(text, values);
+  } finally {
+    await client.end();
+  }
+}
+
+function serverEnv(target: Target, dataDir: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    // Production settings, as a platform team deploys it, with the default log level (one JSON line per call).
+    NODE_ENV: quick ? 'development' : 'production',
+    PUBLIC_URL: 'https://auth.bench.invalid',
+    KEY_ENCRYPTION_KEY,
+    BCRYPT_COST: String(plan.bcryptCost),
+    DATABASE_MIGRATE_ON_START: 'true',
+    LATCHKEY_DATA_DIR: dataDir,
+    SCHEDULER_ENABLED: 'false',
+    NODE_OPTIONS: imageNodeOptions,
+    ...(target.url ? { DATABASE_URL: target.url } : {}),
+    ...extra,
+    ...overrides,
+  };
+}
+
+async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: limit }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        results[i] = await fn(items[i]!);
+      }
+    }),
+  );
+  return results;
+}
+
+interface Seed {
+  readonly emails: string[];
+  readonly accessToken: string;
+  readonly refreshTokens: string[];
+}
+
+/** Users through Register, sessions through Login: the same calls a client makes (not timed). */
+async function seed(server: BenchServer): Promise<Seed> {
+  const client = await UnaryClient.connect(server.grpcPort);
+  const emails = Array.from({ length: plan.users }, (_, i) => `bench-user-${i}@example.com`);
+  await mapLimit(emails, 4, async (email) => {
+    const r = await client.call('/latchkey.auth.v1.AuthService/Register', grpcFrame(RegisterRequest.encode(RegisterRequest.fromPartial({ email, password: PASSWORD })).finish()));
+    if (r.code !== 0) throw new Error(`seeding: Register failed with ${r.code} ${r.statusMessage}`);
+  });
+  const logins = await mapLimit(
+    Array.from({ length: plan.sessions }, (_, i) => emails[i % emails.length]!),
+    4,
+    async (email) => {
+      const r = await client.call(LOGIN, grpcFrame(LoginRequest.encode(LoginRequest.fromPartial({ email, password: PASSWORD })).finish()));
+      if (r.code !== 0) throw new Error(`seeding: Login failed with ${r.code} ${r.statusMessage}`);
+      return LoginResponse.decode(r.message).tokens!;
+    },
+  );
+  client.close();
+  return { emails, accessToken: logins[0]!.accessToken, refreshTokens: logins.map((t) => t.refreshToken) };
+}
+
+const common = (server: BenchServer, concurrency: number, durationMs = plan.latencyMs) => ({
+  port: server.grpcPort,
+  concurrency,
+  connections: connectionsFor(concurrency),
+  durationMs,
+  warmupMs: plan.warmupMs,
+});
+
+const figures: Figure[] = [];
+function record(figure: Figure): void {
+  figures.push(figure);
+  log(`${figure.scenario} · ${figure.name}: ${figure.display}`);
+}
+
+const fmtLatency = (l: Latency) => `p50 ${l.p50} ms · p95 ${l.p95} ms · p99 ${l.p99} ms (${l.samples} calls)`;
+
+async function handled(server: BenchServer, method: string): Promise<{ ok: number; all: number }> {
+  return {
+    ok: await server.metric('latchkey_grpc_server_handled_total', { method, code: 'OK' }),
+    all: await server.metric('latchkey_grpc_server_handled_total', { method }),
+  };
+}
+
+async function validateScenario(server: BenchServer, s: Seed, dataFile: string): Promise<void> {
+  const validateFrame = grpcFrame(ValidateTokenRequest.encode({ accessToken: s.accessToken, checkRevocation: false }).finish());
+  const healthFrame = grpcFrame(new Uint8Array(0));
+  for (const inFlight of VALIDATE_LEVELS) {
+    const connections = connectionsFor(inFlight);
+    const streams = Math.ceil(inFlight / connections);
+    const shape = { port: server.grpcPort, connections, streams, seconds: plan.h2loadSeconds, warmupSeconds: plan.h2loadWarmup, dataFile };
+
+    const empty = await h2load({ ...shape, path: HEALTH_CHECK, frame: healthFrame });
+    if (empty.failed > 0) throw new Error(`Health/Check under h2load: ${empty.failed} failed`);
+    const before = await handled(server, VALIDATE);
+    const validate = await h2load({ ...shape, path: VALIDATE, frame: validateFrame });
+    const after = await handled(server, VALIDATE);
+    // h2load sees HTTP 200 for every gRPC call; the server's own count says whether they succeeded.
+    const notOk = after.all - before.all - (after.ok - before.ok);
+    if (validate.failed > 0 || notOk > 0 || after.ok - before.ok < validate.completed) {
+      throw new Error(`ValidateToken under h2load: ${validate.failed} failed at HTTP/2, ${notOk} not OK on the server`);
+    }
+    const emptyLatency = latencyOf(checked('Health/Check', await work({ kind: 'health', ...common(server, inFlight) })));
+    const validateLatency = latencyOf(checked('ValidateToken', await work({ kind: 'validate', accessToken: s.accessToken, checkRevocation: false, ...common(server, inFlight) })));
+    record({
+      scenario: 'validate',
+      name: `ValidateToken, ${inFlight} in flight`,
+      inFlight,
+      throughput: validate.perSecond,
+      limit: { name: 'empty unary (Health/Check)', throughput: empty.perSecond, latency: emptyLatency },
+      ratio: validate.perSecond / empty.perSecond,
+      latency: validateLatency,
+      display: `${Math.round(validate.perSecond)}/s (empty unary ${Math.round(empty.perSecond)}/s, ratio ${(validate.perSecond / empty.perSecond).toFixed(2)}); ${fmtLatency(validateLatency)}`,
+    });
+  }
+  // The same at 64 in flight with check_revocation (one indexed read per call).
+  const revocation = checked('ValidateToken check_revocation', await work({ kind: 'validate', accessToken: s.accessToken, checkRevocation: true, ...common(server, 64) }));
+  const latency = latencyOf(revocation);
+  record({
+    scenario: 'validate',
+    name: 'ValidateToken with check_revocation, 64 in flight (Node client)',
+    inFlight: 64,
+    throughput: perSecond(revocation),
+    latency,
+    display: `${Math.round(perSecond(revocation))}/s; ${fmtLatency(latency)}`,
+  });
+}
+
+async function refreshScenario(server: BenchServer, s: Seed): Promise<void> {
+  let tokens = s.refreshTokens;
+  for (const inFlight of [1, 32]) {
+    const result = checked(`RefreshToken at ${inFlight}`, await work({ kind: 'refresh', refreshTokens: tokens, ...common(server, inFlight) }));
+    // The worker rotated the tokens; the next level starts from fresh sessions' current tokens.
+    tokens = await currentRefreshTokens(server, s, tokens.length);
+    const latency = latencyOf(result);
+    record({
+      scenario: 'refresh',
+      name: `RefreshToken, ${inFlight} in flight (${s.refreshTokens.length} sessions, each refresh presenting the previous refresh's token)`,
+      inFlight,
+      throughput: perSecond(result),
+      latency,
+      display: `${Math.round(perSecond(result))}/s; ${fmtLatency(latency)}`,
+    });
+  }
+}
+
+/** New sessions for the next refresh level (the previous level's tokens were rotated inside the worker). */
+async function currentRefreshTokens(server: BenchServer, s: Seed, count: number): Promise<string[]> {
+  const client = await UnaryClient.connect(server.grpcPort);
+  const tokens = await mapLimit(
+    Array.from({ length: count }, (_, i) => s.emails[i % s.emails.length]!),
+    4,
+    async (email) => {
+      const r = await client.call(LOGIN, grpcFrame(LoginRequest.encode(LoginRequest.fromPartial({ email, password: PASSWORD })).finish()));
+      if (r.code !== 0) throw new Error(`Login failed with ${r.code} ${r.statusMessage}`);
+      return LoginResponse.decode(r.message).tokens!.refreshToken;
+    },
+  );
+  client.close();
+  return tokens;
+}
+
+async function loginScenario(server: BenchServer, s: Seed, hash: string): Promise<void> {
+  for (const inFlight of [1, 8]) {
+    const bare = checked('bcrypt.compare', await work({ kind: 'bcrypt', password: PASSWORD, hash, ...common(server, inFlight, plan.loginMs) }));
+    const login = checked(`Login at ${inFlight}`, await work({ kind: 'login', emails: s.emails, password: PASSWORD, ...common(server, inFlight, plan.loginMs) }));
+    const bareLatency = latencyOf(bare);
+    const latency = latencyOf(login);
+    record({
+      scenario: 'login',
+      name: `Login, ${inFlight} in flight`,
+      inFlight,
+      throughput: perSecond(login),
+      latency,
+      limit: { name: `bare bcrypt.compare, cost ${plan.bcryptCost}, ${inFlight} in flight`, throughput: perSecond(bare), latency: bareLatency },
+      ratio: perSecond(login) / perSecond(bare),
+      display: `${perSecond(login).toFixed(2)}/s (bare bcrypt ${perSecond(bare).toFixed(2)}/s, ratio ${(perSecond(login) / perSecond(bare)).toFixed(2)}); ${fmtLatency(latency)}; bare bcrypt p50 ${bareLatency.p50} ms`,
+    });
+  }
+}
+
+async function saturationScenario(server: BenchServer, s: Seed): Promise<void> {
+  const inFlight = 16;
+  const logins = runWorkerProcess({ kind: 'login', emails: s.emails, password: PASSWORD, ...common(server, 16, 0), warmupMs: 0 });
+  await new Promise((r) => setTimeout(r, 1_000));
+  const running = await server.metric('latchkey_password_hashes_running');
+  const queued = await server.metric('latchkey_password_hashes_queued');
+  const validate = checked('ValidateToken under login load', await work({ kind: 'validate', accessToken: s.accessToken, checkRevocation: false, ...common(server, inFlight) }));
+  logins.stop();
+  const loginResult = await logins.result;
+  const latency = latencyOf(validate);
+  record({
+    scenario: 'saturation',
+    name: `ValidateToken, ${inFlight} in flight, while 16 logins in flight keep every hash slot busy`,
+    inFlight,
+    throughput: perSecond(validate),
+    latency,
+    notes: `hash slots busy ${running}, queued ${queued}; ${loginResult.ok} logins completed meanwhile`,
+    display: `${fmtLatency(latency)}; ${Math.round(perSecond(validate))}/s; hashes running ${running}, queued ${queued}`,
+  });
+}
+
+/**
+ * Login latency with nothing to sweep, then while `sweep-sessions` deletes `sweepRows` expired
+ * sessions, on a server whose scheduler runs that sweep every second (as its cron would, just
+ * sooner): the same server, the same login load, one after the other.
+ */
+async function sweepScenario(target: Target, dataDir: string, logFile: string, s: Seed): Promise<BenchServer> {
+  const server = await startServer(
+    serverEnv(target, dataDir, { SCHEDULER_ENABLED: 'true', SESSION_SWEEP_CRON: '* * * * * *', SWEEP_MAX_DURATION: '10m' }),
+    logFile,
+    serverNodeArgs,
+  );
+  const inFlight = 1;
+  const logins = runWorkerProcess({ kind: 'login', emails: s.emails, password: PASSWORD, ...common(server, inFlight, 0), samples: true });
+  const baselineFrom = Date.now() + plan.warmupMs;
+  await new Promise((r) => setTimeout(r, plan.warmupMs + plan.sweepBaselineMs));
+  const baselineTo = Date.now();
+  // Expired sessions of the seeded users, inserted in one statement: invisible to the sweep until it commits.
+  const userIds = (await sql(target, 'select id from users order by email')).rows.map((r: { id: string }) => r.id);
+  await sql(
+    target,
+    `insert into sessions (id, user_id, refresh_secret_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at)
+     select gen_random_uuid(), ($2::uuid[])[1 + i % array_length($2::uuid[], 1)], '\\x00',
+            now() - interval '40 days', now() - interval '20 days', now() - interval '6 days', now() - interval '10 days'
+     from generate_series(1, $1::int) as i`,
+    [plan.sweepRows, userIds],
+  );
+  log(`inserted ${plan.sweepRows} expired sessions; waiting for the sweep`);
+  const deadline = Date.now() + 15 * 60_000;
+  let finished: Record<string, unknown> | undefined;
+  while (!finished) {
+    if (Date.now() > deadline) throw new Error('the sweep did not finish within 15 minutes');
+    await new Promise((r) => setTimeout(r, 500));
+    finished = server.logs().find((l) => l.msg === 'sweep run finished' && l.job === 'sweep-sessions' && Number(l.rowsDeleted) >= plan.sweepRows);
+  }
+  logins.stop();
+  const result = await logins.result;
+  const sweepTo = Date.parse(String(finished.time));
+  const durationMs = Number(finished.durationMs);
+  const sweepFrom = sweepTo - durationMs;
+  const baseline = latencyBetween(result.samples!, baselineFrom, baselineTo);
+  const during = latencyBetween(result.samples!, sweepFrom, sweepTo);
+  const rowsPerSecond = (Number(finished.rowsDeleted) / durationMs) * 1000;
+  record({
+    scenario: 'sweep',
+    name: `Login, ${inFlight} in flight, with no sweep`,
+    inFlight,
+    latency: baseline,
+    display: fmtLatency(baseline),
+  });
+  record({
+    scenario: 'sweep',
+    name: `Login, ${inFlight} in flight, while sweep-sessions deletes ${Number(finished.rowsDeleted).toLocaleString('en')} expired sessions`,
+    inFlight,
+    latency: during,
+    ratio: during.p99 / baseline.p99,
+    notes: `sweep: ${finished.rowsDeleted} rows in ${finished.batches} batches, ${durationMs} ms (${Math.round(rowsPerSecond)} rows/s)`,
+    sweep: { rows: Number(finished.rowsDeleted), batches: Number(finished.batches), durationMs, rowsPerSecond },
+    display: `${fmtLatency(during)}; p99 ratio ${(during.p99 / baseline.p99).toFixed(2)}; sweep ${Math.round(rowsPerSecond)} rows/s over ${durationMs} ms`,
+  });
+  return server;
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  ensureH2load();
+  const target = await chooseDatabase();
+  log(`database: ${target.label}`);
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'latchkey-bench-'));
+  const outDir = path.resolve(args.out!);
+  mkdirSync(outDir, { recursive: true });
+  const hash = await bcrypt.hash(PASSWORD, plan.bcryptCost);
+  let server: BenchServer | undefined;
+  let peakRss = 0;
+  /** VmHWM after each scenario (the sweep's is of its own server). */
+  const peakRssAfter: Record<string, number> = {};
+  try {
+    server = await startServer(serverEnv(target, dataDir), path.join(outDir, 'server.log'), serverNodeArgs);
+    log(`server pid ${server.pid}, gRPC port ${server.grpcPort}; seeding ${plan.users} users and ${plan.sessions} sessions`);
+    const s = await seed(server);
+    const running = server;
+    const measure = async (name: string, scenario: () => Promise<void>) => {
+      if (!only.has(name)) return;
+      await scenario();
+      peakRssAfter[name] = await running.peakRss();
+    };
+    await measure('validate', () => validateScenario(running, s, path.join(dataDir, 'request.bin')));
+    await measure('refresh', () => refreshScenario(running, s));
+    await measure('login', () => loginScenario(running, s, hash));
+    await measure('saturation', () => saturationScenario(running, s));
+    peakRss = Math.max(peakRss, await server.peakRss());
+    await server.stop();
+    server = undefined;
+    if (only.has('sweep')) {
+      if (target.kind === 'postgresql') {
+        server = await sweepScenario(target, dataDir, path.join(outDir, 'server-sweep.log'), s);
+        peakRssAfter.sweep = await server.peakRss();
+        peakRss = Math.max(peakRss, peakRssAfter.sweep);
+        await server.stop();
+        server = undefined;
+      } else {
+        log('sweep scenario skipped: it inserts its rows with SQL, which needs PostgreSQL');
+      }
+    }
+  } finally {
+    await server?.stop().catch(() => undefined);
+    await target.drop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+  const steps = Object.entries(peakRssAfter)
+    .map(([name, bytes]) => `after ${name} ${(bytes / 1e6).toFixed(0)} MB`)
+    .join(', ');
+  record({ scenario: 'memory', name: 'Server peak RSS (VmHWM) over the run', peakRssBytes: peakRss, notes: steps, display: `${(peakRss / 1e6).toFixed(0)} MB (${steps})` });
+
+  const report: BenchReport = {
+    date: new Date().toISOString(),
+    mode: quick ? 'quick' : 'full',
+    command: `npm run bench${process.argv.slice(2).length ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+    durationSeconds: Math.round((Date.now() - started) / 1000),
+    machine: await machine(target),
+    settings: {
+      bcryptCost: plan.bcryptCost,
+      users: plan.users,
+      sessions: plan.sessions,
+      sweepRows: plan.sweepRows,
+      nodeEnv: quick ? 'development' : 'production',
+      nodeOptions: overrides.NODE_OPTIONS ?? imageNodeOptions,
+    },
+    figures,
+  };
+  const json = JSON.stringify(report, null, 2);
+  writeFileSync(path.join(outDir, `bench-${report.mode}.json`), `${json}\n`);
+  process.stdout.write(`${renderTable(report)}\n`);
+  log(`JSON: ${path.join(outDir, `bench-${report.mode}.json`)}`);
+  if (!quick && !args['no-doc'] && only.size === 5 && args.set!.length === 0 && serverNodeArgs.length === 0) {
+    writeFileSync(path.join(ROOT, 'BENCHMARKS.md'), renderMarkdown(report));
+    log('BENCHMARKS.md rewritten');
+  }
+}
+
+async function machine(target: Target): Promise<BenchReport['machine']> {
+  const h2 = await new Promise<string>((resolve) => execFile('h2load', ['--version'], (_, out) => resolve(String(out).split('\n')[0]!.trim())));
+  return {
+    cores: os.availableParallelism(),
+    cpu: os.cpus()[0]?.model.trim() ?? 'unknown',
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    kernel: os.release(),
+    node: process.version,
+    database: target.label,
+    h2load: h2,
+  };
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,162 @@
+/**
+ * One load generator, run as its own process so that it never shares an event loop (or a core's
+ * time slice accounting) with the server it measures. It is given a spec as JSON in argv[2],
+ * keeps `concurrency` calls in flight for `durationMs` (or until SIGTERM when 0), and prints one
+ * JSON line with the counts and the latency histogram (microseconds, HdrHistogram encoded).
+ */
+import bcrypt from 'bcrypt';
+import * as hdr from 'hdr-histogram-js';
+import { performance } from 'node:perf_hooks';
+import { LoginRequest, RefreshTokenRequest, RefreshTokenResponse, ValidateTokenRequest } from '../../src/generated/latchkey/auth/v1/auth_service.js';
+import { connectAll, grpcFrame, type UnaryClient, type UnaryResult } from './wire.js';
+
+export type WorkerSpec =
+  | (Common & { kind: 'health' })
+  | (Common & { kind: 'validate'; accessToken: string; checkRevocation: boolean })
+  | (Common & { kind: 'login'; emails: string[]; password: string })
+  | (Common & { kind: 'refresh'; refreshTokens: string[] })
+  | (Common & { kind: 'bcrypt'; password: string; hash: string });
+
+interface Common {
+  readonly port: number;
+  readonly concurrency: number;
+  /** HTTP/2 connections the calls are spread over. */
+  readonly connections: number;
+  /** 0: until SIGTERM. */
+  readonly durationMs: number;
+  /** Calls finished in this first stretch are not recorded. */
+  readonly warmupMs: number;
+  /** Also return every call's [start, latency] in ms (for slow, windowed scenarios such as logins during a sweep). */
+  readonly samples?: boolean;
+}
+
+export interface WorkerResult {
+  readonly calls: number;
+  readonly ok: number;
+  /** Failed calls by `code: message`, so a broken run says why instead of looking fast. */
+  readonly failures: Record<string, number>;
+  readonly elapsedMs: number;
+  /** Encoded HdrHistogram of the recorded latencies in microseconds. */
+  readonly histogram: string;
+  /** [epoch ms at start, latency ms] of every recorded call, when asked. */
+  readonly samples?: Array<[number, number]>;
+}
+
+export const HEALTH_CHECK = '/grpc.health.v1.Health/Check';
+export const VALIDATE = '/latchkey.auth.v1.AuthService/ValidateToken';
+export const LOGIN = '/latchkey.auth.v1.AuthService/Login';
+export const REFRESH = '/latchkey.auth.v1.AuthService/RefreshToken';
+
+export function newHistogram(): hdr.Histogram {
+  return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
+}
+
+/** What one in-flight slot does per call: returns the call's outcome. */
+type Step = (client: UnaryClient) => Promise<UnaryResult>;
+
+function stepsFor(spec: WorkerSpec): (slot: number) => Step {
+  switch (spec.kind) {
+    case 'health': {
+      const frame = grpcFrame(new Uint8Array(0));
+      return () => (client) => client.call(HEALTH_CHECK, frame);
+    }
+    case 'validate': {
+      const frame = grpcFrame(ValidateTokenRequest.encode({ accessToken: spec.accessToken, checkRevocation: spec.checkRevocation }).finish());
+      return () => (client) => client.call(VALIDATE, frame);
+    }
+    case 'login': {
+      const frames = spec.emails.map((email) => grpcFrame(LoginRequest.encode(LoginRequest.fromPartial({ email, password: spec.password })).finish()));
+      let next = 0;
+      return () => (client) => client.call(LOGIN, frames[next++ % frames.length]!);
+    }
+    case 'refresh': {
+      // Each slot owns the sessions slot, slot + C, slot + 2C, … and takes them in turn; every
+      // refresh presents the token the previous refresh of that session returned, so each call is
+      // a real rotation (never a retry inside the grace window, which is answered without a write).
+      const tokens = [...spec.refreshTokens];
+      if (tokens.length < spec.concurrency) throw new Error(`refresh needs at least one session per call in flight (${tokens.length} < ${spec.concurrency})`);
+      return (slot) => {
+        const mine = tokens.map((_, i) => i).filter((i) => i % spec.concurrency === slot);
+        let turn = 0;
+        return async (client) => {
+          const index = mine[turn++ % mine.length]!;
+          const result = await client.call(REFRESH, grpcFrame(RefreshTokenRequest.encode({ refreshToken: tokens[index]!, client: undefined }).finish()));
+          if (result.code === 0) tokens[index] = RefreshTokenResponse.decode(result.message).tokens!.refreshToken;
+          return result;
+        };
+      };
+    }
+    case 'bcrypt':
+      return () => async () => {
+        const match = await bcrypt.compare(spec.password, spec.hash);
+        return { code: match ? 0 : 16, message: Buffer.alloc(0), statusMessage: match ? '' : 'no match' };
+      };
+  }
+}
+
+export async function runWorker(spec: WorkerSpec): Promise<WorkerResult> {
+  const clients = spec.kind === 'bcrypt' ? [] : await connectAll(spec.port, Math.max(1, spec.connections));
+  const histogram = newHistogram();
+  const failures: Record<string, number> = {};
+  const samples: Array<[number, number]> = [];
+  let calls = 0;
+  let ok = 0;
+  const started = performance.now();
+  const recordFrom = started + spec.warmupMs;
+  let stopAt = spec.durationMs > 0 ? recordFrom + spec.durationMs : Infinity;
+  let stop: () => void = () => undefined;
+  const stopped = new Promise<void>((resolve) => (stop = resolve));
+  process.once('SIGTERM', () => {
+    stopAt = Math.min(stopAt, performance.now());
+    stop();
+  });
+  if (Number.isFinite(stopAt)) setTimeout(stop, stopAt - started);
+
+  const makeStep = stepsFor(spec);
+  const slot = async (index: number) => {
+    const step = makeStep(index);
+    const client = clients[index % Math.max(1, clients.length)]!;
+    while (performance.now() < stopAt) {
+      const t0 = performance.now();
+      const result = await step(client);
+      const t1 = performance.now();
+      if (t0 < recordFrom || t1 > stopAt) continue;
+      calls += 1;
+      if (result.code === 0) {
+        ok += 1;
+        histogram.recordValue(Math.max(1, Math.round((t1 - t0) * 1000)));
+        if (spec.samples) samples.push([performance.timeOrigin + t0, t1 - t0]);
+      } else {
+        const key = `${result.code}: ${result.statusMessage}`.slice(0, 200);
+        failures[key] = (failures[key] ?? 0) + 1;
+      }
+    }
+  };
+  const slots = Promise.all(Array.from({ length: spec.concurrency }, (_, i) => slot(i)));
+  await stopped;
+  await slots;
+  const elapsedMs = Math.max(0, Math.min(performance.now(), stopAt) - recordFrom);
+  for (const client of clients) client.close();
+  return {
+    calls,
+    ok,
+    failures,
+    elapsedMs,
+    histogram: hdr.encodeIntoCompressedBase64(histogram),
+    ...(spec.samples ? { samples } : {}),
+  };
+}
+
+if (process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/^.*\//, '/'))) {
+  const spec = JSON.parse(process.argv[2] ?? '{}') as WorkerSpec;
+  runWorker(spec).then(
+    (result) => {
+      process.stdout.write(`${JSON.stringify(result)}\n`);
+      process.exit(0);
+    },
+    (error: unknown) => {
+      process.stderr.write(`bench worker failed: ${(error as Error).stack ?? String(error)}\n`);
+      process.exit(1);
+    },
+  );
+}
