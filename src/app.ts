@@ -15,6 +15,7 @@ import type { Logger } from './observability/logger.js';
 import { createMetrics } from './observability/metrics.js';
 import { DatabaseMonitor } from './persistence/database.js';
 import { openDatabase } from './persistence/open.js';
+import { lowerThreadPoolPriority, THREAD_POOL_NICE } from './runtime/thread-pool.js';
 import { createSweepMetrics, createSweepScheduler } from './scheduler/index.js';
 
 export interface RunningApp {
@@ -58,6 +59,10 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
       queueLimit: config.PASSWORD_HASH_QUEUE_LIMIT,
     });
     metrics.observePasswordHashing(() => hasher.load);
+    // The dummy hash above started libuv's pool; from here on its threads yield to the event loop.
+    const pool = lowerThreadPoolPriority();
+    if (pool.lowered > 0) logger.debug({ threads: pool.lowered, nice: THREAD_POOL_NICE }, 'password hashing runs below the event loop priority');
+    else if (process.platform === 'linux') logger.warn({ threads: pool.threads, error: pool.error }, 'could not lower the priority of the password hashing threads');
     auth = new AuthService({
       orm: database.orm,
       hasher,

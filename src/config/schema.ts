@@ -340,6 +340,12 @@ export const variables = {
     default: '1000',
     schema: positiveInt(100_000),
   }),
+  SWEEP_DUTY_CYCLE: variable({
+    description:
+      'Percentage of a sweep run\'s time spent deleting. After a batch that took t, the sweep rests t × (100 − p) / p before the next one (50: as long as the batch took), so that a backlog of expired rows never keeps a database core busy while logins and refreshes need it, and a sweep slows down by itself when the database is slow. `100` sweeps without resting.',
+    default: '50',
+    schema: integer(1, 100),
+  }),
   SWEEP_MAX_DURATION: variable({
     description: 'A sweep run starts no new batch after this long; what is left is deleted by the next run.',
     default: '1m',

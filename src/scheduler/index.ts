@@ -47,6 +47,7 @@ function sweepOptions(config: Config, deps: SweepDeps, signal: AbortSignal | und
     clock: deps.clock ?? systemClock,
     batchSize: config.SWEEP_BATCH_SIZE,
     maxDurationMs: config.SWEEP_MAX_DURATION,
+    dutyCyclePercent: config.SWEEP_DUTY_CYCLE,
     signal,
   };
 }

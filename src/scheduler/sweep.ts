@@ -1,3 +1,5 @@
+import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Clock } from '../domain/clock.js';
 import type { Orm } from '../persistence/orm.js';
 
@@ -39,6 +41,11 @@ export interface SweepOptions {
   readonly batchSize: number;
   /** No new batch starts once this much time (by `clock`) has passed since the run began. */
   readonly maxDurationMs: number;
+  /**
+   * Share of the run spent in batches, in percent (default 100: no rest). After a batch that took
+   * t (real time), the run rests t × (100 − p) / p before the next.
+   */
+  readonly dutyCyclePercent?: number;
   /** Shutdown: no new batch starts once aborted; the batch in flight finishes (or rolls back). */
   readonly signal?: AbortSignal;
 }
@@ -105,6 +112,22 @@ export function batchDeleteSql(pass: SweepPass): string {
 }
 
 /**
+ * The rest after a batch that took `batchMs`, as the duty cycle asks; false when the signal ended
+ * it (shutdown does not wait for a rest to finish).
+ */
+async function rest(batchMs: number, options: SweepOptions): Promise<boolean> {
+  const percent = options.dutyCyclePercent ?? 100;
+  if (percent >= 100) return true;
+  try {
+    await sleep((batchMs * (100 - percent)) / percent, undefined, { signal: options.signal });
+    return true;
+  } catch (error) {
+    if (options.signal?.aborted) return false;
+    throw error;
+  }
+}
+
+/**
  * Runs one sweep: for each pass, batches of at most `batchSize` rows, each batch a transaction
  * that first takes the job's transaction-scoped advisory lock, so only one replica sweeps a job at
  * a time (a replica that does not get the lock ends its run). Cutoffs are fixed when the run
@@ -123,6 +146,7 @@ export async function sweep(job: SweepJob, options: SweepOptions): Promise<Sweep
       for (;;) {
         if (options.signal?.aborted) return { stop: 'interrupted', rowsDeleted, batches };
         if (options.clock.now() - startedAt.getTime() >= options.maxDurationMs) return { stop: 'time_limit', rowsDeleted, batches };
+        const batchStarted = performance.now();
         const [batch] = await em.execute<{ granted: boolean; deleted: number }[]>(sql, [
           ADVISORY_LOCK_NAMESPACE,
           job.lockKey,
@@ -134,6 +158,7 @@ export async function sweep(job: SweepJob, options: SweepOptions): Promise<Sweep
         rowsDeleted += deleted;
         batches += 1;
         if (deleted < options.batchSize) break;
+        if (!(await rest(performance.now() - batchStarted, options))) return { stop: 'interrupted', rowsDeleted, batches };
       }
     }
     return { stop: 'completed', rowsDeleted, batches };

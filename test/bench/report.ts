@@ -48,7 +48,7 @@ export function targets(r: BenchReport): TargetCheck[] {
   const v64 = find(r, 'validate', 64, 'ValidateToken, 64');
   add('ValidateToken throughput / empty unary throughput (64 in flight)', '≥ 0.80', v64?.ratio, (v) => v >= 0.8, f2);
   add('ValidateToken throughput at 64 in flight', '≥ 9,000 calls/s', v64?.throughput, (v) => v >= 9000, (v) => `${n0(v)} calls/s`);
-  add('ValidateToken p99 while logins saturate hashing', '≤ 2 ms', find(r, 'saturation')?.latency?.p99, (v) => v <= 2, (v) => `${v} ms`);
+  add('ValidateToken p99 while logins saturate hashing (1 in flight)', '≤ 2 ms', find(r, 'saturation', 1)?.latency?.p99, (v) => v <= 2, (v) => `${v} ms`);
   const l1 = find(r, 'login', 1);
   add('Login p50 − bare bcrypt p50 (same cost), 1 in flight', '≤ 3 ms', l1?.latency && l1.limit ? l1.latency.p50 - l1.limit.latency.p50 : undefined, (v) => v <= 3, (v) => `${f2(v)} ms`);
   add('Login throughput / bare bcrypt throughput, 8 in flight', '≥ 0.90', find(r, 'login', 8)?.ratio, (v) => v >= 0.9, f2);
@@ -126,7 +126,9 @@ ${targets(r)
 ## Figures
 
 Throughput is successful calls per second; latency is p50 / p95 / p99 in milliseconds, measured by a
-Node client over raw HTTP/2 at that many calls in flight. ValidateToken throughput is h2load's.
+Node client over raw HTTP/2 at that many calls in flight, after a warm-up. ValidateToken and empty
+unary throughput are h2load's (4 connections, the calls in flight spread over them), the median of
+alternating rounds of each; the other throughputs are the Node client's.
 
 | figure | calls/s | latency p50 / p95 / p99 (ms) | ratio | physical limit, same run |
 |---|---|---|---|---|

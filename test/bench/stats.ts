@@ -41,3 +41,24 @@ export function perSecond(result: WorkerResult): number {
 export function failuresOf(result: WorkerResult): number {
   return result.calls - result.ok;
 }
+
+/** Several runs of the same measurement as one: counts and time added, histograms merged. */
+export function merged(results: WorkerResult[]): WorkerResult {
+  const total = hdr.decodeFromCompressedBase64(results[0]!.histogram);
+  for (const r of results.slice(1)) {
+    const h = hdr.decodeFromCompressedBase64(r.histogram);
+    total.add(h);
+    h.destroy();
+  }
+  const failures: Record<string, number> = {};
+  for (const r of results) for (const [k, v] of Object.entries(r.failures)) failures[k] = (failures[k] ?? 0) + v;
+  const histogram = hdr.encodeIntoCompressedBase64(total);
+  total.destroy();
+  return {
+    calls: results.reduce((n, r) => n + r.calls, 0),
+    ok: results.reduce((n, r) => n + r.ok, 0),
+    failures,
+    elapsedMs: results.reduce((n, r) => n + r.elapsedMs, 0),
+    histogram,
+  };
+}

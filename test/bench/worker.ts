@@ -5,9 +5,11 @@
  * JSON line with the counts and the latency histogram (microseconds, HdrHistogram encoded).
  */
 import bcrypt from 'bcrypt';
+import pg from 'pg';
 import * as hdr from 'hdr-histogram-js';
 import { performance } from 'node:perf_hooks';
 import { LoginRequest, RefreshTokenRequest, RefreshTokenResponse, ValidateTokenRequest } from '../../src/generated/latchkey/auth/v1/auth_service.js';
+import { ROTATE_SQL } from '../../src/persistence/repositories/sessions.js';
 import { connectAll, grpcFrame, type UnaryClient, type UnaryResult } from './wire.js';
 
 export type WorkerSpec =
@@ -15,7 +17,8 @@ export type WorkerSpec =
   | (Common & { kind: 'validate'; accessToken: string; checkRevocation: boolean })
   | (Common & { kind: 'login'; emails: string[]; password: string })
   | (Common & { kind: 'refresh'; refreshTokens: string[] })
-  | (Common & { kind: 'bcrypt'; password: string; hash: string });
+  | (Common & { kind: 'bcrypt'; password: string; hash: string })
+  | (Common & { kind: 'statement'; databaseUrl: string; sessionIds: string[]; hash: string; poolMax: number });
 
 interface Common {
   readonly port: number;
@@ -86,6 +89,24 @@ function stepsFor(spec: WorkerSpec): (slot: number) => Step {
         };
       };
     }
+    case 'statement': {
+      // The refresh's UPDATE with nothing around it: node-postgres, a pool as large as the
+      // server's, rows whose hash the statement sets to what it was, so that it always matches.
+      let n = 0;
+      const text = ROTATE_SQL.replace(/\?/g, () => `$${++n}`);
+      const hash = Buffer.from(spec.hash, 'hex');
+      const idle = new Date(Date.now() + 14 * 86_400_000);
+      return (slot) => {
+        const mine = spec.sessionIds.filter((_, i) => i % spec.concurrency === slot);
+        let turn = 0;
+        return async () => {
+          const now = new Date();
+          const id = mine[turn++ % mine.length]!;
+          const result = await statementPool!.query(text, [hash, now, now, idle, null, null, null, id, hash, now, now]);
+          return { code: result.rowCount === 1 ? 0 : 5, message: Buffer.alloc(0), statusMessage: result.rowCount === 1 ? '' : 'no row' };
+        };
+      };
+    }
     case 'bcrypt':
       return () => async () => {
         const match = await bcrypt.compare(spec.password, spec.hash);
@@ -94,8 +115,14 @@ function stepsFor(spec: WorkerSpec): (slot: number) => Step {
   }
 }
 
+let statementPool: pg.Pool | undefined;
+
 export async function runWorker(spec: WorkerSpec): Promise<WorkerResult> {
-  const clients = spec.kind === 'bcrypt' ? [] : await connectAll(spec.port, Math.max(1, spec.connections));
+  const clients = spec.kind === 'bcrypt' || spec.kind === 'statement' ? [] : await connectAll(spec.port, Math.max(1, spec.connections));
+  if (spec.kind === 'statement') {
+    statementPool = new pg.Pool({ connectionString: spec.databaseUrl, max: spec.poolMax });
+    await Promise.all(Array.from({ length: spec.poolMax }, () => statementPool!.query('select 1')));
+  }
   const histogram = newHistogram();
   const failures: Record<string, number> = {};
   const samples: Array<[number, number]> = [];
@@ -115,7 +142,7 @@ export async function runWorker(spec: WorkerSpec): Promise<WorkerResult> {
   const makeStep = stepsFor(spec);
   const slot = async (index: number) => {
     const step = makeStep(index);
-    const client = clients[index % Math.max(1, clients.length)]!;
+    const client = clients[index % Math.max(1, clients.length)]!; // undefined for bcrypt and statement, which do not use it
     while (performance.now() < stopAt) {
       const t0 = performance.now();
       const result = await step(client);
@@ -137,6 +164,7 @@ export async function runWorker(spec: WorkerSpec): Promise<WorkerResult> {
   await slots;
   const elapsedMs = Math.max(0, Math.min(performance.now(), stopAt) - recordFrom);
   for (const client of clients) client.close();
+  await statementPool?.end();
   return {
     calls,
     ok,

@@ -105,6 +105,25 @@ it('stops between batches when shut down', async () => {
   expect(await count(db.url, 'sessions')).toBe(900);
 });
 
+it('rests between batches when given a duty cycle, deletes the same rows, and a shutdown cuts a rest short', async () => {
+  await insertSessions(db.url, 200, { group: 1, count: 1_000, idleExpiresAt: at(DAY), absoluteExpiresAt: at(-1) });
+  expect(await sweep(job, options({ batchSize: 300, dutyCyclePercent: 50 }))).toMatchObject({ stop: 'completed', rowsDeleted: 1_000 });
+  expect(await count(db.url, 'sessions')).toBe(0);
+
+  // At 1% the rest after each batch is 99 times the batch: shutdown arrives during the first one.
+  await insertSessions(db.url, 200, { group: 2, count: 1_000, idleExpiresAt: at(DAY), absoluteExpiresAt: at(-1) });
+  const shutdown = new AbortController();
+  const run = sweep(job, options({ batchSize: 100, dutyCyclePercent: 1, signal: shutdown.signal }));
+  while ((await count(db.url, 'sessions')) > 900) await new Promise((r) => setTimeout(r, 2));
+  shutdown.abort();
+  const result = await run;
+  expect(result.stop).toBe('interrupted');
+  expect(result.batches).toBeGreaterThanOrEqual(1);
+  expect(result.batches).toBeLessThan(10);
+  expect(result.rowsDeleted).toBe(result.batches * 100);
+  expect(await count(db.url, 'sessions')).toBe(1_000 - result.rowsDeleted);
+});
+
 it('logs one JSON line per run with the counts', async () => {
   await insertSessions(db.url, 200, { group: 1, count: 30, idleExpiresAt: at(-1), absoluteExpiresAt: at(DAY) });
   const { logger, lines } = capturingLogger('info');
