@@ -40,10 +40,10 @@ LABEL org.opencontainers.image.title="latchkey" \
 ENV NODE_ENV=production
 # V8's heap, sized for this service (live data stays near 40 MB under load): a 16 MB young
 # generation keeps short-lived per-call objects from being promoted, and the old generation is
-# collected before it passes 160 MB. Without them V8 sizes the heap from the node's memory and
+# collected before it passes 128 MB. Without them V8 sizes the heap from the node's memory and
 # lets the RSS grow past 400 MB under load, or, in a small container, picks a young generation
 # so small that throughput drops by a half. `npm run bench` runs the server with these flags.
-ENV NODE_OPTIONS="--max-semi-space-size=16 --max-old-space-size=160"
+ENV NODE_OPTIONS="--max-semi-space-size=16 --max-old-space-size=128"
 WORKDIR /app
 # Owned by root and read-only to the runtime user: the process cannot rewrite its own code.
 COPY --from=dependencies /usr/bin/tini-static /usr/bin/tini

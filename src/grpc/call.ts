@@ -44,16 +44,27 @@ interface MethodDefinitionLike {
   readonly requestStream: boolean;
   readonly responseStream: boolean;
   readonly requestDeserialize: (bytes: Buffer) => unknown;
+  readonly responseSerialize: (value: never) => Buffer;
+}
+
+/**
+ * A response already encoded as its message type's bytes: a handler whose answer is the same for
+ * many calls (a remembered token's claims) encodes it once and returns this on every call.
+ */
+export class EncodedResponse {
+  constructor(readonly bytes: Buffer) {}
 }
 
 /**
  * grpc-js answers an undecodable request with INTERNAL and the parser's own message. Decoding
  * failures are the caller's fault, so they are turned into a marker that `unary` rejects with
- * INVALID_ARGUMENT through the usual error mapping.
+ * INVALID_ARGUMENT through the usual error mapping. Responses may also be given pre-encoded
+ * (EncodedResponse), and are then sent as they are.
  */
 export function withSafeDecoding<D extends Record<string, MethodDefinitionLike>>(definition: D): D {
   const wrapped: Record<string, MethodDefinitionLike> = {};
   for (const [name, method] of Object.entries(definition)) {
+    const serialize = method.responseSerialize as (value: unknown) => Buffer;
     wrapped[name] = {
       ...method,
       requestDeserialize: (bytes: Buffer) => {
@@ -63,6 +74,7 @@ export function withSafeDecoding<D extends Record<string, MethodDefinitionLike>>
           return MALFORMED_REQUEST;
         }
       },
+      responseSerialize: ((value: unknown) => (value instanceof EncodedResponse ? value.bytes : serialize(value))) as MethodDefinitionLike['responseSerialize'],
     };
   }
   return wrapped as D;

@@ -37,11 +37,30 @@ import type {
   VerifyEmailRequest,
   VerifyEmailResponse,
 } from '../../generated/latchkey/auth/v1/auth_service.js';
+import { ValidateTokenResponse as ValidateTokenResponseCodec } from '../../generated/latchkey/auth/v1/auth_service.js';
 import type { IssuedTokens } from '../../domain/auth/auth-service.js';
-import { unary, type CallDependencies } from '../call.js';
+import { EncodedResponse, unary, type CallDependencies } from '../call.js';
+import type { AccessTokenClaims } from '../../domain/tokens/access-tokens.js';
 import { credentialsOf } from '../credentials.js';
 
 const PREFIX = '/latchkey.auth.v1.AuthService/';
+
+function validateResponseOf(claims: AccessTokenClaims): ValidateTokenResponse {
+  return {
+    claims: {
+      userId: claims.userId,
+      sessionId: claims.sessionId,
+      email: claims.email,
+      roles: [...claims.roles],
+      issuedAt: new Date(claims.issuedAt * 1000),
+      expiresAt: new Date(claims.expiresAt * 1000),
+      tokenId: claims.tokenId,
+    },
+  };
+}
+
+/** Encoded ValidateToken answers by claims object; an entry goes when its token leaves the verified-token cache. */
+const validateResponses = new WeakMap<AccessTokenClaims, EncodedResponse>();
 
 export function toUserMessage(user: UserRecord): User {
   return {
@@ -98,24 +117,20 @@ export function createAuthHandlers(
       return {};
     }),
 
-    validateToken: unary<ValidateTokenRequest, ValidateTokenResponse>(
+    validateToken: unary<ValidateTokenRequest, EncodedResponse>(
       deps,
       `${PREFIX}ValidateToken`,
       // Plain validation never touches the database, so it keeps working through an outage.
       { usesDatabase: (request) => request.checkRevocation, successLogLevel: 'debug' },
       async (request) => {
         const claims = await auth.validate({ accessToken: request.accessToken, checkRevocation: request.checkRevocation });
-        return {
-          claims: {
-            userId: claims.userId,
-            sessionId: claims.sessionId,
-            email: claims.email,
-            roles: [...claims.roles],
-            issuedAt: new Date(claims.issuedAt * 1000),
-            expiresAt: new Date(claims.expiresAt * 1000),
-            tokenId: claims.tokenId,
-          },
-        };
+        // A remembered token's claims are the same object on every call: its answer is encoded once.
+        let encoded = validateResponses.get(claims);
+        if (!encoded) {
+          encoded = new EncodedResponse(Buffer.from(ValidateTokenResponseCodec.encode(validateResponseOf(claims)).finish()));
+          validateResponses.set(claims, encoded);
+        }
+        return encoded;
       },
     ),
 
