@@ -61,9 +61,9 @@ export function createGrpcServer(deps: CallDependencies, services: GrpcServices,
     'grpc.keepalive_permit_without_calls': 1,
     'grpc.http2.min_ping_interval_without_data_ms': 10_000,
     'grpc.max_concurrent_streams': 1_000,
-    // Channelz (grpc-js's per-call bookkeeping for its debug service) is not served here, and
-    // costs time on every call.
-    'grpc.enable_channelz': 0,
+    // Channelz stays on although nothing serves it: with 'grpc.enable_channelz': 0, grpc-js 1.14
+    // stops tracking connections in the set forceShutdown() cancels, so a forced shutdown would
+    // drop in-flight calls as UNAVAILABLE instead of CANCELLED (test/e2e/process.test.ts).
   });
 
   server.addService(withSafeDecoding(AuthServiceService), implementService(deps, AuthServiceService, createAuthHandlers(deps, services)));
