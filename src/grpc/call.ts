@@ -61,7 +61,7 @@ export class EncodedResponse {
  * INVALID_ARGUMENT through the usual error mapping. Responses may also be given pre-encoded
  * (EncodedResponse), and are then sent as they are.
  */
-export function withSafeDecoding<D extends Record<string, MethodDefinitionLike>>(definition: D): D {
+export function withCallCodecs<D extends Record<string, MethodDefinitionLike>>(definition: D): D {
   const wrapped: Record<string, MethodDefinitionLike> = {};
   for (const [name, method] of Object.entries(definition)) {
     const serialize = method.responseSerialize as (value: unknown) => Buffer;

@@ -9,7 +9,7 @@ import type { CallerAuthenticator } from '../domain/callers.js';
 import type { SessionService } from '../domain/sessions/session-service.js';
 import { AuthServiceService } from '../generated/latchkey/auth/v1/auth_service.js';
 import { SessionServiceService } from '../generated/latchkey/session/v1/session_service.js';
-import { implementService, withSafeDecoding, type CallDependencies } from './call.js';
+import { implementService, withCallCodecs, type CallDependencies } from './call.js';
 import { createAuthHandlers } from './handlers/auth.js';
 import { createSessionHandlers } from './handlers/session.js';
 
@@ -66,9 +66,9 @@ export function createGrpcServer(deps: CallDependencies, services: GrpcServices,
     // drop in-flight calls as UNAVAILABLE instead of CANCELLED (test/e2e/process.test.ts).
   });
 
-  server.addService(withSafeDecoding(AuthServiceService), implementService(deps, AuthServiceService, createAuthHandlers(deps, services)));
+  server.addService(withCallCodecs(AuthServiceService), implementService(deps, AuthServiceService, createAuthHandlers(deps, services)));
   server.addService(
-    withSafeDecoding(SessionServiceService),
+    withCallCodecs(SessionServiceService),
     implementService(deps, SessionServiceService, createSessionHandlers(deps, services)),
   );
 

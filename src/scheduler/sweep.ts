@@ -121,9 +121,8 @@ async function rest(batchMs: number, options: SweepOptions): Promise<boolean> {
   try {
     await sleep((batchMs * (100 - percent)) / percent, undefined, { signal: options.signal });
     return true;
-  } catch (error) {
-    if (options.signal?.aborted) return false;
-    throw error;
+  } catch {
+    return false; // only the signal rejects the sleep
   }
 }
 

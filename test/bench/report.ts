@@ -92,7 +92,7 @@ function latencyChart(r: BenchReport): string {
 
 const lat = (l: Latency | undefined) => (l ? `${l.p50} / ${l.p95} / ${l.p99}` : '—');
 
-export function renderMarkdown(r: BenchReport, notes = ''): string {
+export function renderMarkdown(r: BenchReport): string {
   const m = r.machine;
   const rows = r.figures
     .filter((f) => f.scenario !== 'memory')
@@ -137,5 +137,5 @@ ${rows.join('\n')}
 Server peak RSS (VmHWM) over the run: ${(((find(r, 'memory')?.peakRssBytes ?? 0) / 1e6)).toFixed(0)} MB (${find(r, 'memory')?.notes ?? ''}).
 
 ${latencyChart(r)}
-${notes}`;
+`;
 }

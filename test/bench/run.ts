@@ -203,17 +203,27 @@ async function seed(server: BenchServer): Promise<Seed> {
     const r = await client.call('/latchkey.auth.v1.AuthService/Register', grpcFrame(RegisterRequest.encode(RegisterRequest.fromPartial({ email, password: PASSWORD })).finish()));
     if (r.code !== 0) throw new Error(`seeding: Register failed with ${r.code} ${r.statusMessage}`);
   });
-  const logins = await mapLimit(
-    Array.from({ length: plan.sessions }, (_, i) => emails[i % emails.length]!),
-    4,
-    async (email) => {
-      const r = await client.call(LOGIN, grpcFrame(LoginRequest.encode(LoginRequest.fromPartial({ email, password: PASSWORD })).finish()));
-      if (r.code !== 0) throw new Error(`seeding: Login failed with ${r.code} ${r.statusMessage}`);
-      return LoginResponse.decode(r.message).tokens!;
-    },
-  );
   client.close();
+  const logins = await newSessions(server, emails, plan.sessions);
   return { emails, accessToken: logins[0]!.accessToken, refreshTokens: logins.map((t) => t.refreshToken) };
+}
+
+/** `count` new sessions, their users taken in turn from `emails`, through Login (not timed). */
+async function newSessions(server: BenchServer, emails: string[], count: number): Promise<Array<{ accessToken: string; refreshToken: string }>> {
+  const client = await UnaryClient.connect(server.grpcPort);
+  try {
+    return await mapLimit(
+      Array.from({ length: count }, (_, i) => emails[i % emails.length]!),
+      4,
+      async (email) => {
+        const r = await client.call(LOGIN, grpcFrame(LoginRequest.encode(LoginRequest.fromPartial({ email, password: PASSWORD })).finish()));
+        if (r.code !== 0) throw new Error(`seeding: Login failed with ${r.code} ${r.statusMessage}`);
+        return LoginResponse.decode(r.message).tokens!;
+      },
+    );
+  } finally {
+    client.close();
+  }
 }
 
 const common = (server: BenchServer, concurrency: number, durationMs = plan.latencyMs) => ({
@@ -312,7 +322,7 @@ async function refreshScenario(server: BenchServer, s: Seed, target: Target): Pr
       : undefined;
     const result = checked(`RefreshToken at ${inFlight}`, await work({ kind: 'refresh', refreshTokens: tokens, ...common(server, inFlight) }));
     // The worker rotated the tokens; the next level starts from fresh sessions' current tokens.
-    if (inFlight === 1) tokens = await currentRefreshTokens(server, s, tokens.length);
+    if (inFlight === 1) tokens = (await newSessions(server, s.emails, tokens.length)).map((t) => t.refreshToken);
     const latency = latencyOf(result);
     const limit = bare && { name: 'the same UPDATE, bare, from node-postgres (pool of up to 10, as the server\'s)', throughput: perSecond(bare), latency: latencyOf(bare) };
     record({
@@ -347,21 +357,6 @@ async function bareSessions(target: Target, count: number): Promise<string[]> {
   return rows.rows.map((r: { id: string }) => r.id);
 }
 
-/** New sessions for the next refresh level (the previous level's tokens were rotated inside the worker). */
-async function currentRefreshTokens(server: BenchServer, s: Seed, count: number): Promise<string[]> {
-  const client = await UnaryClient.connect(server.grpcPort);
-  const tokens = await mapLimit(
-    Array.from({ length: count }, (_, i) => s.emails[i % s.emails.length]!),
-    4,
-    async (email) => {
-      const r = await client.call(LOGIN, grpcFrame(LoginRequest.encode(LoginRequest.fromPartial({ email, password: PASSWORD })).finish()));
-      if (r.code !== 0) throw new Error(`Login failed with ${r.code} ${r.statusMessage}`);
-      return LoginResponse.decode(r.message).tokens!.refreshToken;
-    },
-  );
-  client.close();
-  return tokens;
-}
 
 async function loginScenario(server: BenchServer, s: Seed, hash: string): Promise<void> {
   for (const inFlight of [1, 8]) {

@@ -38,9 +38,6 @@ export function perSecond(result: WorkerResult): number {
   return result.elapsedMs > 0 ? (result.ok / result.elapsedMs) * 1000 : 0;
 }
 
-export function failuresOf(result: WorkerResult): number {
-  return result.calls - result.ok;
-}
 
 /** Several runs of the same measurement as one: counts and time added, histograms merged. */
 export function merged(results: WorkerResult[]): WorkerResult {

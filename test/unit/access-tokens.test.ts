@@ -40,6 +40,16 @@ describe('AccessTokens with the verified-token cache', () => {
     expect(reasonOf(() => tokens.verify(token))).toBe('TOKEN_EXPIRED');
   });
 
+  it('hands out the remembered claims for a token seen before, and fresh ones when the cache is off', () => {
+    const cached = new AccessTokens(ring(), { ...options, cacheSize: 100 }, { now: () => start });
+    const { token } = cached.issue(subject);
+    expect(cached.verify(token)).toBe(cached.verify(token));
+    const uncached = new AccessTokens(ring(), { ...options, cacheSize: 0 }, { now: () => start });
+    const other = uncached.issue(subject).token;
+    expect(uncached.verify(other)).not.toBe(uncached.verify(other));
+    expect(uncached.verify(other)).toEqual(uncached.verify(other));
+  });
+
   it('verifies a token that differs from a remembered one in any character in full', () => {
     const tokens = new AccessTokens(ring(), { ...options, cacheSize: 100 }, { now: () => start });
     const { token } = tokens.issue(subject);
@@ -56,7 +66,8 @@ describe('AccessTokens with the verified-token cache', () => {
     const keys = ring();
     const tokens = new AccessTokens(keys, { ...options, cacheSize: 100 }, { now: () => start });
     const { token } = tokens.issue(subject);
-    expect(tokens.verify(token).userId).toBe(subject.userId);
+    const remembered = tokens.verify(token);
+    expect(tokens.verify(token)).toBe(remembered);
     keys.unpublish();
     expect(reasonOf(() => tokens.verify(token))).toBe('TOKEN_INVALID');
   });

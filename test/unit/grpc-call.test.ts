@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import { Writable } from 'node:stream';
 import { Metadata, status, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js';
 import { DomainError } from '../../src/domain/errors.js';
-import { MALFORMED_REQUEST, unary } from '../../src/grpc/call.js';
+import { EncodedResponse, MALFORMED_REQUEST, unary, withCallCodecs } from '../../src/grpc/call.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { errorDetails } from '../support/clients.js';
 
@@ -244,5 +244,33 @@ describe('call context', () => {
     );
     await new Promise((resolve) => wrapped(call, resolve));
     expect(aborted).toBe(true);
+  });
+});
+
+describe('withCallCodecs', () => {
+  const definition = {
+    Do: {
+      path: '/test.v1.Test/Do',
+      requestStream: false,
+      responseStream: false,
+      requestDeserialize: (bytes: Buffer) => {
+        if (bytes.length === 0) throw new Error('truncated');
+        return { size: bytes.length };
+      },
+      responseSerialize: (value: { text: string }) => Buffer.from(value.text),
+    },
+  };
+
+  it('turns undecodable requests into the malformed-request marker, and passes good ones through', () => {
+    const wrapped = withCallCodecs(definition).Do;
+    expect(wrapped.requestDeserialize(Buffer.alloc(0))).toBe(MALFORMED_REQUEST);
+    expect(wrapped.requestDeserialize(Buffer.from('ab'))).toEqual({ size: 2 });
+  });
+
+  it('sends a pre-encoded response as it is, and encodes any other', () => {
+    const wrapped = withCallCodecs(definition).Do;
+    const bytes = Buffer.from([8, 1]);
+    expect(wrapped.responseSerialize(new EncodedResponse(bytes) as never)).toBe(bytes);
+    expect(wrapped.responseSerialize({ text: 'hi' } as never)).toEqual(Buffer.from('hi'));
   });
 });

@@ -28,4 +28,13 @@ onLinux('lowerThreadPoolPriority', () => {
     expect(os.getPriority(process.pid)).toBe(main);
     expect(main).toBeLessThan(THREAD_POOL_NICE);
   });
+
+  it('reports, without throwing, threads whose priority it could not set', () => {
+    const pool = threads().filter((t) => t.name === 'libuv-worker');
+    // 20 is past the range setpriority accepts (-20..19): every attempt fails.
+    const result = lowerThreadPoolPriority(20);
+    expect(result.threads).toBe(pool.length);
+    expect(result.lowered).toBe(0);
+    expect(result.error).toEqual(expect.any(String));
+  });
 });
