@@ -13,7 +13,8 @@ import { createGrpcServer } from './grpc/server.js';
 import { createHttpServer } from './http/server.js';
 import type { Logger } from './observability/logger.js';
 import { createMetrics } from './observability/metrics.js';
-import { DatabaseMonitor } from './persistence/database.js';
+import { DatabaseGate } from './persistence/call-scope.js';
+import { DatabaseMonitor, DedicatedProbe, PoolProbe } from './persistence/database.js';
 import { openDatabase } from './persistence/open.js';
 import { lowerThreadPoolPriority, THREAD_POOL_NICE } from './runtime/thread-pool.js';
 import { createSweepMetrics, createSweepScheduler } from './scheduler/index.js';
@@ -57,6 +58,8 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
       cost: config.BCRYPT_COST,
       concurrency: config.PASSWORD_HASH_CONCURRENCY,
       queueLimit: config.PASSWORD_HASH_QUEUE_LIMIT,
+      queuePerSource: config.PASSWORD_HASH_QUEUE_PER_SOURCE,
+      retryAfterMs: config.OVERLOAD_RETRY_AFTER,
     });
     metrics.observePasswordHashing(() => hasher.load);
     // The dummy hash above started libuv's pool; from here on its threads yield to the event loop.
@@ -102,17 +105,37 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
     throw error;
   }
 
-  const monitor = new DatabaseMonitor(database.orm, {
+  // Readiness has a connection of its own, so a saturated request pool never reads as "down";
+  // on a single-connection database (the embedded PGlite) it shares that connection.
+  const probe = database.url && database.poolMax > 1 ? new DedicatedProbe(database.url) : new PoolProbe(database.orm);
+  const monitor = new DatabaseMonitor(probe, {
     intervalMs: config.DATABASE_HEALTH_INTERVAL,
-    pingTimeoutMs: Math.min(config.DATABASE_STATEMENT_TIMEOUT, 2_000),
+    pingTimeoutMs: config.DATABASE_HEALTH_TIMEOUT,
     logger: logger.child({ component: 'database' }),
   });
+  const gate = new DatabaseGate({
+    maxCalls: config.MAX_CALLS_IN_FLIGHT,
+    statementSlots: database.poolMax,
+    statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT,
+    retryAfterMs: config.OVERLOAD_RETRY_AFTER,
+    clockOffset: () => monitor.clockOffset,
+  });
+  metrics.observeAdmission(() => gate.load);
 
   let stopping = false;
   const grpc = createGrpcServer(
-    { logger: logger.child({ component: 'grpc' }), database: monitor, metrics },
+    { logger: logger.child({ component: 'grpc' }), database: monitor, metrics, gate },
     { auth, accounts, sessions: sessionService, callers },
-    { maxReceiveMessageBytes: config.GRPC_MAX_RECEIVE_MESSAGE_BYTES, maxSendMessageBytes: config.GRPC_MAX_SEND_MESSAGE_BYTES },
+    {
+      maxReceiveMessageBytes: config.GRPC_MAX_RECEIVE_MESSAGE_BYTES,
+      maxSendMessageBytes: config.GRPC_MAX_SEND_MESSAGE_BYTES,
+      maxConcurrentStreams: config.GRPC_MAX_CONCURRENT_STREAMS,
+      maxSessionMemoryMb: config.GRPC_MAX_SESSION_MEMORY,
+      keepaliveTimeMs: config.GRPC_KEEPALIVE_TIME,
+      keepaliveTimeoutMs: config.GRPC_KEEPALIVE_TIMEOUT,
+      maxConnectionAgeMs: config.GRPC_MAX_CONNECTION_AGE,
+      maxConnectionAgeGraceMs: config.GRPC_MAX_CONNECTION_AGE_GRACE,
+    },
   );
   monitor.onChange((status) => {
     metrics.setDatabaseUp(status === 'available');

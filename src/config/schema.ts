@@ -176,6 +176,50 @@ export const variables = {
     default: '1048576',
     schema: positiveInt(64 * 1024 * 1024),
   }),
+  GRPC_MAX_CONCURRENT_STREAMS: variable({
+    description:
+      'Calls one HTTP/2 connection may have open at once (the `SETTINGS_MAX_CONCURRENT_STREAMS` the server announces); a client queues the rest on its side. Bounds what one connection can make the server hold.',
+    default: '1000',
+    schema: positiveInt(100_000),
+  }),
+  GRPC_MAX_SESSION_MEMORY: variable({
+    description:
+      'Megabytes of HTTP/2 frames and headers one connection may have buffered in the server before new streams on it are refused (Node\'s `maxSessionMemory`). Requests are at most `GRPC_MAX_RECEIVE_MESSAGE_BYTES`, so this caps a connection that sends faster than it reads.',
+    default: '64',
+    schema: positiveInt(4096),
+  }),
+  GRPC_KEEPALIVE_TIME: variable({
+    description: 'The server pings a connection that has been quiet this long, and closes it when the ping goes unanswered for `GRPC_KEEPALIVE_TIMEOUT`: dead peers do not hold streams and memory.',
+    default: '1m',
+    schema: duration(1_000, 86_400_000),
+  }),
+  GRPC_KEEPALIVE_TIMEOUT: variable({
+    description: 'How long a keepalive ping may go unanswered before the connection is closed.',
+    default: '20s',
+    schema: duration(1_000, 3_600_000),
+  }),
+  GRPC_MAX_CONNECTION_AGE: variable({
+    description:
+      'A connection older than this (±10%) is asked to go away (HTTP/2 GOAWAY) and the client reconnects, so long-lived connections from meshes and gateways spread again across replicas after a scale-up or a rollout.',
+    default: '30m',
+    schema: duration(1_000, 30 * 86_400_000),
+  }),
+  GRPC_MAX_CONNECTION_AGE_GRACE: variable({
+    description: 'After GOAWAY, calls still open on the old connection get this long to finish before it is closed.',
+    default: '30s',
+    schema: duration(0, 86_400_000),
+  }),
+  MAX_CALLS_IN_FLIGHT: variable({
+    description:
+      'Calls that need the database or a password hash admitted at once. Beyond it a call is refused at once, before any work, with RESOURCE_EXHAUSTED (`OVERLOADED`) and a RetryInfo. With `GRPC_MAX_RECEIVE_MESSAGE_BYTES` it bounds the memory such calls can hold. Token validation without `check_revocation`, JWKS and health are not counted and never wait behind them.',
+    default: '512',
+    schema: positiveInt(100_000),
+  }),
+  OVERLOAD_RETRY_AFTER: variable({
+    description: 'The retry delay a refused call is told in its RetryInfo (OVERLOADED, RATE_LIMITED).',
+    default: '1s',
+    schema: duration(0, 600_000),
+  }),
   DATABASE_URL: variable({
     description:
       'PostgreSQL connection URL (`postgres://user:password@host:5432/db`). When unset, an embedded PGlite database under `LATCHKEY_DATA_DIR` is used (development only).',
@@ -194,14 +238,21 @@ export const variables = {
     schema: duration(100, 3_600_000),
   }),
   DATABASE_STATEMENT_TIMEOUT: variable({
-    description: 'Longest a single SQL statement may run before it is cancelled, so a stalled database never hangs a call.',
+    description:
+      'Longest a single SQL statement of a call may take, waiting for a pool connection included; shorter when the call\'s own deadline comes first. A call that runs out of time answers UNAVAILABLE before its deadline, and a write that reaches the database after that is not applied. Also the server-side `statement_timeout`.',
     default: '5s',
     schema: duration(100, 600_000),
   }),
   DATABASE_HEALTH_INTERVAL: variable({
-    description: 'How often the database is pinged to drive gRPC health (NOT_SERVING while it is unreachable).',
+    description:
+      'How often readiness pings the database on its own connection, outside the request pool (gRPC health and `/readyz`: NOT_SERVING while it is unreachable). A partition is noticed within this plus `DATABASE_HEALTH_TIMEOUT`.',
     default: '2s',
     schema: duration(100, 600_000),
+  }),
+  DATABASE_HEALTH_TIMEOUT: variable({
+    description: 'How long a readiness ping may take before the database counts as unreachable. A busy request pool never delays it.',
+    default: '1s',
+    schema: duration(100, 60_000),
   }),
   DATABASE_MIGRATE_ON_START: variable({
     description:
@@ -302,9 +353,15 @@ export const variables = {
   }),
   PASSWORD_HASH_QUEUE_LIMIT: variable({
     description:
-      'Password hashes allowed to wait for a free slot. Beyond it, Register and Login fail at once with RESOURCE_EXHAUSTED (`RATE_LIMITED`) instead of piling up; `0` means no waiting at all.',
+      'Password hashes allowed to wait for a free slot, from all sources. Waiting hashes are served in turn by source and by account. When the queue is full, a newcomer takes the place of the newest hash of the source with the most waiting, if that source has more waiting than the newcomer\'s; otherwise it fails at once with RESOURCE_EXHAUSTED (`OVERLOADED`). `0` means no waiting at all.',
     default: '32',
     schema: integer(0, 10_000),
+  }),
+  PASSWORD_HASH_QUEUE_PER_SOURCE: variable({
+    description:
+      'Password hashes one source may have waiting. A source is the client address a service-credentialed gateway passes in `client.ip_address`, otherwise the connection\'s peer address. Beyond it, that source\'s calls fail at once with RESOURCE_EXHAUSTED (`RATE_LIMITED`), before any lookup, and nobody else\'s do.',
+    default: '4',
+    schema: positiveInt(10_000),
   }),
   PUBLIC_URL: variable({
     description: 'Public base URL of the service, used to build links (password reset, email verification). Must be `https://` in production.',

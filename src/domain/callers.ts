@@ -83,6 +83,14 @@ export class CallerAuthenticator {
   }
 
   /** A caller of any kind; no credential is UNAUTHENTICATED. */
+  /**
+   * Whether the call carries a valid service API key: a cheap check (no database), used to trust
+   * the end-user address a gateway reports in `client.ip_address` for fair hashing.
+   */
+  hasServiceKey(credentials: PresentedCredentials): boolean {
+    return credentials.apiKey !== undefined && this.apiKeys.matches(credentials.apiKey);
+  }
+
   async require(credentials: PresentedCredentials): Promise<Caller> {
     const caller = await this.authenticate(credentials);
     if (!caller) throw missingCredential();

@@ -36,6 +36,7 @@ export const REASON_KIND = {
   EMAIL_ALREADY_VERIFIED: 'failed_precondition',
   CURSOR_EXPIRED: 'out_of_range',
   RATE_LIMITED: 'resource_exhausted',
+  OVERLOADED: 'resource_exhausted',
   UNAVAILABLE: 'unavailable',
   UNIMPLEMENTED: 'unimplemented',
   INTERNAL: 'internal',
@@ -52,6 +53,8 @@ export interface FieldViolation {
 
 export class DomainError extends Error {
   readonly kind: ErrorKind;
+  /** For RESOURCE_EXHAUSTED and the like: how long the caller should wait before retrying (google.rpc.RetryInfo). */
+  retryAfterMs?: number;
 
   constructor(
     readonly reason: ErrorReason,
@@ -71,6 +74,19 @@ export class DomainError extends Error {
 
   static unavailable(message = 'the service is temporarily unavailable, retry with backoff'): DomainError {
     return new DomainError('UNAVAILABLE', message);
+  }
+
+  /** Refused for capacity before any work was done: safe to retry after `retryAfterMs`. */
+  static overloaded(message: string, retryAfterMs: number): DomainError {
+    const error = new DomainError('OVERLOADED', message);
+    error.retryAfterMs = retryAfterMs;
+    return error;
+  }
+
+  static rateLimited(message: string, retryAfterMs: number): DomainError {
+    const error = new DomainError('RATE_LIMITED', message);
+    error.retryAfterMs = retryAfterMs;
+    return error;
   }
 
   static unimplemented(rpc: string): DomainError {

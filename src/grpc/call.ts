@@ -1,6 +1,7 @@
 import { status, type Metadata, type ServerUnaryCall, type ServerWritableStream, type sendUnaryData, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { performance } from 'node:perf_hooks';
 import { DomainError } from '../domain/errors.js';
+import { deadlineMarginMs, type DatabaseGate } from '../persistence/call-scope.js';
 import type { DatabaseMonitor } from '../persistence/database.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -11,14 +12,18 @@ export interface CallContext {
   readonly method: string;
   readonly metadata: Metadata;
   readonly peer: string;
+  /** The peer's address without its port (`::ffff:` prefixes removed): the call's source by default. */
+  readonly peerAddress: string;
   /** Aborted when the client cancels or the deadline passes. */
   readonly signal: AbortSignal;
 }
 
 export interface CallDependencies {
   readonly logger: Logger;
-  readonly database: Pick<DatabaseMonitor, 'available' | 'reportFailure'>;
+  readonly database: Pick<DatabaseMonitor, 'available' | 'reportFailure' | 'check'>;
   readonly metrics: Pick<Metrics, 'rpcHandled'>;
+  /** Admission and deadlines for calls that need the database or a hash (call-scope.ts). */
+  readonly gate: Pick<DatabaseGate, 'admit'>;
 }
 
 export interface HandlerOptions<Req = unknown> {
@@ -109,6 +114,9 @@ function contextOf(method: string, call: ServerUnaryCall<unknown, unknown> | Ser
     get peer() {
       return call.getPeer();
     },
+    get peerAddress() {
+      return addressOf(call.getPeer());
+    },
     get signal() {
       if (!controller) {
         const created = new AbortController();
@@ -119,6 +127,27 @@ function contextOf(method: string, call: ServerUnaryCall<unknown, unknown> | Ser
       return controller.signal;
     },
   };
+}
+
+/** `1.2.3.4:5678`, `[::1]:5678` or `::ffff:1.2.3.4` to the bare address. */
+export function addressOf(peer: string): string {
+  let address = peer;
+  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(address);
+  if (bracketed) address = bracketed[1]!;
+  else if (/^[^:]+:\d+$/.test(address)) address = address.slice(0, address.lastIndexOf(':'));
+  return address.startsWith('::ffff:') ? address.slice(7) : address;
+}
+
+/**
+ * Until when the call's database work may run: its gRPC deadline less a margin, so that the
+ * UNAVAILABLE for work that ran out of time reaches the caller before the deadline does.
+ * Infinity for a call without a deadline (the statement timeout still bounds each statement).
+ */
+function databaseDeadlineOf(call: ServerUnaryCall<unknown, unknown>): number {
+  const deadline = call.getDeadline();
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  if (!Number.isFinite(at)) return Number.POSITIVE_INFINITY;
+  return at - deadlineMarginMs(at - Date.now());
 }
 
 /** Records one finished call: a metrics sample and one JSON log line (never the payload). */
@@ -158,8 +187,10 @@ export function unary<Req, Res>(
         throw new DomainError('INVALID_ARGUMENT', `the request is not a valid protobuf message for ${method}`);
       }
       usesDatabase = typeof options.usesDatabase === 'function' ? options.usesDatabase(call.request) : options.usesDatabase;
-      if (usesDatabase && !deps.database.available) throw DomainError.unavailable();
-      return handler(call.request, context);
+      if (!usesDatabase) return handler(call.request, context);
+      if (!deps.database.available) throw DomainError.unavailable();
+      // Admitted or refused here, before the handler forks an EntityManager or sends anything.
+      return deps.gate.admit(databaseDeadlineOf(call as ServerUnaryCall<unknown, unknown>), () => handler(call.request, context));
     };
     run().then(
       (response) => {
@@ -169,6 +200,7 @@ export function unary<Req, Res>(
       (error: unknown) => {
         const mapped = toServiceError(error, deps.logger, method);
         if (mapped.databaseUnavailable && usesDatabase) deps.database.reportFailure(error);
+        else if (mapped.databaseSlow) void deps.database.check();
         callback(mapped.error, null);
         finish(codeName(mapped.code), { reason: error instanceof DomainError ? error.reason : undefined, errorId: mapped.errorId });
       },

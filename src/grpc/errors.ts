@@ -2,9 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { DomainError, type ErrorKind } from '../domain/errors.js';
 import { Any } from '../generated/google/protobuf/any.js';
-import { BadRequest, ErrorInfo } from '../generated/google/rpc/error_details.js';
+import { BadRequest, ErrorInfo, RetryInfo } from '../generated/google/rpc/error_details.js';
 import { Status } from '../generated/google/rpc/status.js';
-import { isDatabaseUnavailable } from '../persistence/database.js';
+import { isDatabaseSlow, isDatabaseUnavailable } from '../persistence/database.js';
+import { CallDeadlineError } from '../persistence/call-scope.js';
 import type { Logger } from '../observability/logger.js';
 
 export const ERROR_DOMAIN = 'latchkey';
@@ -42,6 +43,11 @@ function serviceError(error: DomainError): { error: Partial<ServiceError>; code:
     const fieldViolations = error.fieldViolations.map((v) => ({ field: v.field, description: v.description, reason: '', localizedMessage: undefined }));
     details.push(packAny('google.rpc.BadRequest', BadRequest.encode({ fieldViolations }).finish()));
   }
+  if (error.retryAfterMs !== undefined) {
+    const ms = Math.max(0, Math.round(error.retryAfterMs));
+    const retryDelay = { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 };
+    details.push(packAny('google.rpc.RetryInfo', RetryInfo.encode({ retryDelay }).finish()));
+  }
   const metadata = new Metadata();
   metadata.set(STATUS_DETAILS_KEY, Buffer.from(Status.encode({ code, message: error.message, details }).finish()));
   return { error: { code, details: error.message, metadata }, code };
@@ -53,6 +59,11 @@ export interface MappedError {
   /** Set for unexpected errors: the id that ties the generic message to the logged original. */
   readonly errorId?: string;
   readonly databaseUnavailable: boolean;
+  /**
+   * The database did not answer within the call's time (a slow or partitioned database, or a full
+   * pool): not proof that it is down, but worth an immediate health check.
+   */
+  readonly databaseSlow?: boolean;
 }
 
 /**
@@ -70,6 +81,9 @@ export function toServiceError(error: unknown, logger: Logger, method: string): 
   if (typeof error === 'object' && error !== null && (error as { name?: unknown }).name === 'AbortError') {
     return { error: { code: status.CANCELLED, details: 'the call was cancelled' }, code: status.CANCELLED, databaseUnavailable: false };
   }
+  if (error instanceof CallDeadlineError || isDatabaseSlow(error)) {
+    return { ...serviceError(DomainError.unavailable('the database did not answer within the call\'s deadline; retry with backoff')), databaseUnavailable: false, databaseSlow: true };
+  }
   if (isDatabaseUnavailable(error)) {
     return { ...serviceError(DomainError.unavailable()), databaseUnavailable: true };
   }
@@ -80,14 +94,15 @@ export function toServiceError(error: unknown, logger: Logger, method: string): 
 }
 
 /** Decodes the rich error details of a status (used by clients and tests). */
-export function decodeStatusDetails(metadata: Metadata | undefined): { errorInfo?: ErrorInfo; badRequest?: BadRequest } {
+export function decodeStatusDetails(metadata: Metadata | undefined): { errorInfo?: ErrorInfo; badRequest?: BadRequest; retryInfo?: RetryInfo } {
   const raw = metadata?.get(STATUS_DETAILS_KEY)[0];
   if (!(raw instanceof Buffer)) return {};
   const decoded = Status.decode(raw);
-  const result: { errorInfo?: ErrorInfo; badRequest?: BadRequest } = {};
+  const result: { errorInfo?: ErrorInfo; badRequest?: BadRequest; retryInfo?: RetryInfo } = {};
   for (const any of decoded.details) {
     if (any.typeUrl === `${TYPE_URL_PREFIX}google.rpc.ErrorInfo`) result.errorInfo = ErrorInfo.decode(any.value);
     if (any.typeUrl === `${TYPE_URL_PREFIX}google.rpc.BadRequest`) result.badRequest = BadRequest.decode(any.value);
+    if (any.typeUrl === `${TYPE_URL_PREFIX}google.rpc.RetryInfo`) result.retryInfo = RetryInfo.decode(any.value);
   }
   return result;
 }

@@ -30,6 +30,12 @@ const PROTO_ROOT = fileURLToPath(new URL('../../proto', import.meta.url));
 export interface GrpcServerOptions {
   readonly maxReceiveMessageBytes: number;
   readonly maxSendMessageBytes: number;
+  readonly maxConcurrentStreams: number;
+  readonly maxSessionMemoryMb: number;
+  readonly keepaliveTimeMs: number;
+  readonly keepaliveTimeoutMs: number;
+  readonly maxConnectionAgeMs: number;
+  readonly maxConnectionAgeGraceMs: number;
 }
 
 export interface GrpcServer {
@@ -54,13 +60,15 @@ export function createGrpcServer(deps: CallDependencies, services: GrpcServices,
   const server = new Server({
     'grpc.max_receive_message_length': options.maxReceiveMessageBytes,
     'grpc.max_send_message_length': options.maxSendMessageBytes,
-    // Keep idle connections from meshes and gateways alive through NATs and proxies, and accept
-    // their keepalive pings without calls in flight.
-    'grpc.keepalive_time_ms': 60_000,
-    'grpc.keepalive_timeout_ms': 20_000,
-    'grpc.keepalive_permit_without_calls': 1,
-    'grpc.http2.min_ping_interval_without_data_ms': 10_000,
-    'grpc.max_concurrent_streams': 1_000,
+    // Transport limits (docs/architecture.md, "Overload and deadlines"): what one connection can
+    // make the server hold, dead peers detected by the server's own pings, and connections
+    // recycled so that a mesh's long-lived ones rebalance across replicas.
+    'grpc.max_concurrent_streams': options.maxConcurrentStreams,
+    'grpc-node.max_session_memory': options.maxSessionMemoryMb,
+    'grpc.keepalive_time_ms': options.keepaliveTimeMs,
+    'grpc.keepalive_timeout_ms': options.keepaliveTimeoutMs,
+    'grpc.max_connection_age_ms': options.maxConnectionAgeMs,
+    'grpc.max_connection_age_grace_ms': options.maxConnectionAgeGraceMs,
     // Channelz stays on although nothing serves it: with 'grpc.enable_channelz': 0, grpc-js 1.14
     // stops tracking connections in the set forceShutdown() cancels, so a forced shutdown would
     // drop in-flight calls as UNAVAILABLE instead of CANCELLED (test/e2e/process.test.ts).

@@ -9,6 +9,8 @@ export interface Metrics {
   setDatabaseUp(up: boolean): void;
   /** Exposes the password hasher's load, read at scrape time. */
   observePasswordHashing(load: () => { running: number; queued: number }): void;
+  /** Exposes admission control's state (call-scope.ts), read at scrape time. */
+  observeAdmission(load: () => { calls: number; running: number; waiting: number; refused: number; dropped: number }): void;
   /** Session revocations by reason, and refresh-token reuse detections. */
   readonly sessionEvents: SessionEvents;
 }
@@ -65,6 +67,33 @@ export function createMetrics(): Metrics {
     },
     setDatabaseUp(up) {
       databaseUp.set(up ? 1 : 0);
+    },
+    observeAdmission(load) {
+      const gauge = (name: string, help: string, read: (l: ReturnType<typeof load>) => number) =>
+        new Gauge({
+          name,
+          help,
+          registers: [registry],
+          collect() {
+            this.set(read(load()));
+          },
+        });
+      const counter = (name: string, help: string, read: (l: ReturnType<typeof load>) => number) =>
+        new Counter({
+          name,
+          help,
+          registers: [registry],
+          collect() {
+            // The gate keeps the running total; the counter shows it as it is at scrape time.
+            this.reset();
+            this.inc(read(load()));
+          },
+        });
+      gauge('latchkey_calls_in_flight', 'Calls needing the database or a password hash admitted now; beyond MAX_CALLS_IN_FLIGHT they are refused (OVERLOADED).', (l) => l.calls);
+      gauge('latchkey_database_pool_in_use', 'Statements holding a request-pool connection now (at most DATABASE_POOL_MAX).', (l) => l.running);
+      gauge('latchkey_database_pool_waiting', 'Statements of admitted calls waiting for a request-pool connection now. Saturation, never a reason to report not-ready.', (l) => l.waiting);
+      counter('latchkey_admission_refused_total', 'Calls refused at admission with RESOURCE_EXHAUSTED (OVERLOADED) because MAX_CALLS_IN_FLIGHT calls were in flight.', (l) => l.refused);
+      counter('latchkey_database_deadline_dropped_total', 'Statements dropped because their call ran out of time before they could be sent (waiting for a connection, or past the deadline): they never reached the database.', (l) => l.dropped);
     },
     observePasswordHashing(load) {
       new Gauge({

@@ -6,6 +6,10 @@ import { createOrm, type Orm } from './orm.js';
 
 export interface OpenDatabase {
   readonly orm: Orm;
+  /** The connection URL of a PostgreSQL server (the embedded one's too): credentials inside, never log it. */
+  readonly url: string;
+  /** Connections in the request pool. */
+  readonly poolMax: number;
   /** Host and port, safe to log. */
   readonly host: string;
   close(): Promise<void>;
@@ -41,11 +45,12 @@ export async function openDatabase(
     );
   }
   const host = embedded ? 'embedded' : describeDatabaseHost(url);
+  // PGlite runs one query at a time and can wedge when a second connection queries while a
+  // transaction is open, so the embedded path always uses exactly one connection.
+  const poolMax = embedded ? 1 : config.DATABASE_POOL_MAX;
   const orm = await createOrm({
     clientUrl: url,
-    // PGlite runs one query at a time and can wedge when a second connection queries while a
-    // transaction is open, so the embedded path always uses exactly one connection.
-    poolMax: embedded ? 1 : config.DATABASE_POOL_MAX,
+    poolMax,
     // Start-up retries for the whole DATABASE_CONNECT_TIMEOUT (waitForDatabase); a single attempt
     // while serving gives up sooner, so a call never waits long on a database that is gone.
     connectTimeoutMs: Math.min(config.DATABASE_CONNECT_TIMEOUT, 5_000),
@@ -71,5 +76,5 @@ export async function openDatabase(
     await close().catch(() => undefined);
     throw error;
   }
-  return { orm, host, close };
+  return { orm, host, close, url, poolMax };
 }

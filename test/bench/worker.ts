@@ -102,7 +102,8 @@ function stepsFor(spec: WorkerSpec): (slot: number) => Step {
         return async () => {
           const now = new Date();
           const id = mine[turn++ % mine.length]!;
-          const result = await statementPool!.query(text, [hash, now, now, idle, null, null, null, id, hash, now, now]);
+          // As the server sends it: the call's time, the send time, …, and the write deadline.
+          const result = await statementPool!.query(text, [hash, now, now, now, idle, null, null, null, id, hash, now, now, new Date(now.getTime() + 5_000)]);
           return { code: result.rowCount === 1 ? 0 : 5, message: Buffer.alloc(0), statusMessage: result.rowCount === 1 ? '' : 'no row' };
         };
       };

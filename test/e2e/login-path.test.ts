@@ -1,6 +1,7 @@
 import { type Client, status } from '@grpc/grpc-js';
 import bcrypt from 'bcrypt';
 import { startApp, type RunningApp } from '../../src/app.js';
+import { decodeStatusDetails } from '../../src/grpc/errors.js';
 import type { LoginResponse, ValidateTokenResponse } from '../../src/generated/latchkey/auth/v1/auth_service.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { failure, login, register } from '../support/auth.js';
@@ -70,7 +71,7 @@ describe('the login path', () => {
 });
 
 describe('password hashing is bounded', () => {
-  it('fails logins fast with RATE_LIMITED beyond the queue, while token validation keeps answering', async () => {
+  it('fails logins fast with OVERLOADED and a RetryInfo beyond the queue, while token validation keeps answering', async () => {
     // One hash at a time and no queue, at a cost that takes a visible while per hash.
     const app = await start({ BCRYPT_COST: '12', PASSWORD_HASH_CONCURRENCY: '1', PASSWORD_HASH_QUEUE_LIMIT: '0' });
     const client = authClient(app.grpcPort);
@@ -90,10 +91,11 @@ describe('password hashing is bounded', () => {
       for (const { error } of limited) {
         expect(failure(error)).toEqual({
           code: status.RESOURCE_EXHAUSTED,
-          reason: 'RATE_LIMITED',
+          reason: 'OVERLOADED',
           message: 'too many sign-in attempts are being processed; retry shortly',
           fields: [],
         });
+        expect(decodeStatusDetails(error!.metadata).retryInfo?.retryDelay).toEqual({ seconds: 1, nanos: 0 });
       }
     } finally {
       client.close();

@@ -10,8 +10,10 @@ import { createTestDatabase, query, type TestDatabase } from '../support/databas
 import { processEnv } from '../support/process-env.js';
 import { runLatchkey, startLatchkey, type LatchkeyProcess } from '../support/process.js';
 import { TcpProxy } from '../support/proxy.js';
+import { migrationsList } from '../../src/persistence/migrations/index.js';
 
-const MIGRATIONS = ['Migration20261123000000Initial', 'Migration20261124000000OneTimeTokenEmail'];
+/** Every migration the code ships, in order (src/persistence/migrations/index.ts). */
+const MIGRATIONS = migrationsList.map((m) => m.name);
 
 const children = new Children();
 afterEach(() => children.killAll());

@@ -17,6 +17,7 @@ import { httpGet, watchHealth } from '../support/probes.js';
 import { processEnv } from '../support/process-env.js';
 import { startLatchkey, type LatchkeyProcess } from '../support/process.js';
 import { grpcFrame, openRawGrpcCall, type RawGrpcCall } from '../support/raw-grpc.js';
+import { migrationsList } from '../../src/persistence/migrations/index.js';
 
 const AUTH_SERVICE = 'latchkey.auth.v1.AuthService';
 const SESSION_SERVICE = 'latchkey.session.v1.SessionService';
@@ -213,7 +214,7 @@ describe('embedded database (DATABASE_URL unset)', () => {
     expect(warnings[0]!.msg).toMatch(/embedded PGlite database/);
     // The embedded database always migrates at start-up, whatever DATABASE_MIGRATE_ON_START says.
     expect(server.logs().filter((line) => line.msg === 'migrations applied').map((line) => line.migrations)).toEqual([
-      ['Migration20261123000000Initial', 'Migration20261124000000OneTimeTokenEmail'],
+      migrationsList.map((m) => m.name),
     ]);
     expect(logLine(server, 'latchkey serving')).toMatchObject({ database: 'embedded' });
 

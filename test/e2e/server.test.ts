@@ -1,6 +1,7 @@
 import { Metadata, status, type handleUnaryCall, type ServerUnaryCall, type ServiceError } from '@grpc/grpc-js';
 import { startApp, type RunningApp } from '../../src/app.js';
 import { implementService } from '../../src/grpc/call.js';
+import { DatabaseGate } from '../../src/persistence/call-scope.js';
 import { createLogger } from '../../src/observability/logger.js';
 import * as authProto from '../../src/generated/latchkey/auth/v1/auth_service.js';
 import * as sessionProto from '../../src/generated/latchkey/session/v1/session_service.js';
@@ -78,7 +79,12 @@ describe('RPCs not built yet', () => {
   });
 
   it('answers a unary RPC that has no handler with UNIMPLEMENTED naming the RPC', async () => {
-    const deps = { logger: createLogger('silent'), database: { available: true, reportFailure: () => undefined }, metrics: { rpcHandled: () => undefined } };
+    const deps = {
+      logger: createLogger('silent'),
+      database: { available: true, reportFailure: () => undefined, check: async () => undefined },
+      metrics: { rpcHandled: () => undefined },
+      gate: new DatabaseGate({ maxCalls: 8, statementSlots: 1, statementTimeoutMs: 5_000, retryAfterMs: 1_000 }),
+    };
     const service = implementService(deps, { getUser: authProto.AuthServiceService.getUser }, {});
     const handler = service.getUser as handleUnaryCall<unknown, unknown>;
     const error = await new Promise<ServiceError | null>((resolve) =>

@@ -1,8 +1,10 @@
 import { createLogger } from '../../src/observability/logger.js';
 import { createOrm, type Orm } from '../../src/persistence/orm.js';
 import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
+import { migrationsList } from '../../src/persistence/migrations/index.js';
 
-const MIGRATIONS = ['Migration20261123000000Initial', 'Migration20261124000000OneTimeTokenEmail'];
+/** Every migration the code ships, in order (src/persistence/migrations/index.ts). */
+const MIGRATIONS = migrationsList.map((m) => m.name);
 
 let db: TestDatabase;
 let orm: Orm;

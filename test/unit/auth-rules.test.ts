@@ -1,63 +1,7 @@
-import { jest } from '@jest/globals';
-import { ConcurrencyLimiter, LimiterFullError } from '../../src/domain/limiter.js';
 import { checkPassword } from '../../src/domain/passwords/policy.js';
 import { checkClientInfo } from '../../src/domain/sessions/client-info.js';
 import { formatRefreshToken, hashRefreshSecret, MAX_REUSE_DEPTH, parseRefreshToken, RefreshSecretDeriver } from '../../src/domain/tokens/refresh-tokens.js';
 import { normaliseEmail } from '../../src/domain/users/email.js';
-
-describe('ConcurrencyLimiter', () => {
-  const deferred = () => {
-    let resolve!: () => void;
-    const promise = new Promise<void>((r) => (resolve = r));
-    return { promise, resolve };
-  };
-
-  it('runs at most `concurrency` tasks, queues up to the limit in order, and refuses the rest at once', async () => {
-    const limiter = new ConcurrencyLimiter(2, 1);
-    const gates = [deferred(), deferred(), deferred()];
-    const order: number[] = [];
-    const runs = gates.map((gate, i) =>
-      limiter.run(async () => {
-        order.push(i);
-        await gate.promise;
-        return i;
-      }),
-    );
-    await expect(limiter.run(async () => 99)).rejects.toBeInstanceOf(LimiterFullError);
-    expect({ running: limiter.running, queued: limiter.queued }).toEqual({ running: 2, queued: 1 });
-    expect(order).toEqual([0, 1]);
-    gates[0]!.resolve();
-    await runs[0];
-    await Promise.resolve();
-    expect(order).toEqual([0, 1, 2]);
-    gates[1]!.resolve();
-    gates[2]!.resolve();
-    expect(await Promise.all(runs)).toEqual([0, 1, 2]);
-    expect({ running: limiter.running, queued: limiter.queued }).toEqual({ running: 0, queued: 0 });
-  });
-
-  it('frees the slot when a task fails', async () => {
-    const limiter = new ConcurrencyLimiter(1, 0);
-    await expect(limiter.run(async () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
-    await expect(limiter.run(async () => 'next')).resolves.toBe('next');
-  });
-
-  it('drops a waiting task whose signal aborts, without running it', async () => {
-    const limiter = new ConcurrencyLimiter(1, 5);
-    const gate = deferred();
-    const first = limiter.run(() => gate.promise);
-    const controller = new AbortController();
-    const task = jest.fn(async () => 'ran');
-    const waiting = limiter.run(task, controller.signal);
-    controller.abort(new Error('cancelled'));
-    await expect(waiting).rejects.toThrow('cancelled');
-    expect(limiter.queued).toBe(0);
-    gate.resolve();
-    await first;
-    expect(task).not.toHaveBeenCalled();
-    expect(limiter.running).toBe(0);
-  });
-});
 
 describe('checkPassword', () => {
   it('counts code points, not UTF-16 units or bytes', () => {

@@ -1,4 +1,4 @@
-import { describeDatabaseHost, isDatabaseUnavailable } from '../../src/persistence/database.js';
+import { describeDatabaseHost, isDatabaseSlow, isDatabaseUnavailable } from '../../src/persistence/database.js';
 
 describe('isDatabaseUnavailable', () => {
   const withCode = (code: string, message = 'x') => Object.assign(new Error(message), { code });
@@ -11,9 +11,19 @@ describe('isDatabaseUnavailable', () => {
     expect(isDatabaseUnavailable(new Error('outer', { cause: new Error('mid', { cause: withCode('ECONNREFUSED') }) }))).toBe(true);
   });
 
-  it('recognises pg pool and client messages', () => {
-    expect(isDatabaseUnavailable(new Error('timeout exceeded when trying to connect'))).toBe(true);
+  it('recognises pg client messages for a lost connection', () => {
     expect(isDatabaseUnavailable(new Error('Connection terminated unexpectedly'))).toBe(true);
+  });
+
+  // A busy pool or a slow statement is not an outage: such errors prompt a health check by the
+  // probe instead of marking the database down (readiness must not confuse busy with down).
+  it.each([
+    ['a statement timeout', withCode('57014', 'canceling statement due to statement timeout')],
+    ['no pool connection in time', new Error('timeout exceeded when trying to connect')],
+    ['a client read timeout', new Error('Query read timeout')],
+  ])('treats %s as slow, not unavailable', (_name, error) => {
+    expect(isDatabaseSlow(error)).toBe(true);
+    expect(isDatabaseUnavailable(error)).toBe(false);
   });
 
   it.each(['23505', '42P01', '22P02', '40001'])('does not treat SQLSTATE %s (a query problem) as unavailable', (code) => {

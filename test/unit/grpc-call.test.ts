@@ -5,6 +5,7 @@ import { Metadata, status, type ServerUnaryCall, type ServiceError } from '@grpc
 import { DomainError } from '../../src/domain/errors.js';
 import { EncodedResponse, MALFORMED_REQUEST, unary, withCallCodecs } from '../../src/grpc/call.js';
 import { createLogger } from '../../src/observability/logger.js';
+import { DatabaseGate } from '../../src/persistence/call-scope.js';
 import { errorDetails } from '../support/clients.js';
 
 function capturingLogger() {
@@ -19,19 +20,23 @@ function capturingLogger() {
 }
 
 function fakeCall<Req>(request: Req, metadata = new Metadata()): ServerUnaryCall<Req, unknown> {
-  return Object.assign(new EventEmitter(), { request, metadata, getPeer: () => 'ipv4:127.0.0.1:1234' }) as unknown as ServerUnaryCall<Req, unknown>;
+  return Object.assign(new EventEmitter(), { request, metadata, getPeer: () => 'ipv4:127.0.0.1:1234', getDeadline: () => Infinity }) as unknown as ServerUnaryCall<Req, unknown>;
+}
+
+function testGate(): DatabaseGate {
+  return new DatabaseGate({ maxCalls: 8, statementSlots: 2, statementTimeoutMs: 5_000, retryAfterMs: 1_000 });
 }
 
 async function invoke<Req>(
   handler: (request: Req) => Promise<unknown>,
   request: Req,
-  database = { available: true, reportFailure: jest.fn() },
+  database = { available: true, reportFailure: jest.fn(), check: jest.fn(async () => undefined) },
   usesDatabase = true,
   metadata = new Metadata(),
 ) {
   const { logger, lines } = capturingLogger();
   const metrics = { rpcHandled: jest.fn() };
-  const wrapped = unary({ logger, database, metrics }, '/test.v1.Test/Do', { usesDatabase }, handler);
+  const wrapped = unary({ logger, database, metrics, gate: testGate() }, '/test.v1.Test/Do', { usesDatabase }, handler);
   const result = await new Promise<{ error: Partial<ServiceError> | null; response: unknown }>((resolve) =>
     wrapped(fakeCall(request, metadata), (error, response) => resolve({ error: error as Partial<ServiceError> | null, response })),
   );
@@ -63,7 +68,7 @@ describe('unary handler wrapper', () => {
       });
       const metrics = { rpcHandled: jest.fn() };
       const wrapped = unary(
-        { logger: createLogger(level, destination), database: { available: true, reportFailure: jest.fn() }, metrics },
+        { logger: createLogger(level, destination), database: { available: true, reportFailure: jest.fn(), check: jest.fn(async () => undefined) }, metrics, gate: testGate() },
         '/test.v1.Test/Check',
         { usesDatabase: false, successLogLevel: 'debug' },
         handler,
@@ -114,8 +119,8 @@ describe('unary handler wrapper', () => {
 
   it('re-evaluates a per-request usesDatabase, failing fast only the requests that need the database', async () => {
     const { logger } = capturingLogger();
-    const database = { available: false, reportFailure: jest.fn() };
-    const wrapped = unary<{ db: boolean }, object>({ logger, database, metrics: { rpcHandled: jest.fn() } }, '/t.v1.T/Do', { usesDatabase: (r) => r.db }, async () => ({}));
+    const database = { available: false, reportFailure: jest.fn(), check: jest.fn(async () => undefined) };
+    const wrapped = unary<{ db: boolean }, object>({ logger, database, metrics: { rpcHandled: jest.fn() }, gate: testGate() }, '/t.v1.T/Do', { usesDatabase: (r) => r.db }, async () => ({}));
     const run = (request: { db: boolean }) =>
       new Promise<Partial<ServiceError> | null>((resolve) => wrapped(fakeCall(request), (e) => resolve(e as Partial<ServiceError> | null)));
     expect(await run({ db: false })).toBeNull();
@@ -185,13 +190,13 @@ describe('unary handler wrapper', () => {
 
   it('fails fast with UNAVAILABLE, without running the handler, while the database is known to be down', async () => {
     const handler = jest.fn(async () => ({}));
-    const { error } = await invoke(handler, {}, { available: false, reportFailure: jest.fn() });
+    const { error } = await invoke(handler, {}, { available: false, reportFailure: jest.fn(), check: jest.fn(async () => undefined) });
     expect(error?.code).toBe(status.UNAVAILABLE);
     expect(handler).not.toHaveBeenCalled();
   });
 
   it('runs handlers that do not need the database while it is down', async () => {
-    const { error, response } = await invoke(async () => ({ fine: 1 }), {}, { available: false, reportFailure: jest.fn() }, false);
+    const { error, response } = await invoke(async () => ({ fine: 1 }), {}, { available: false, reportFailure: jest.fn(), check: jest.fn(async () => undefined) }, false);
     expect(error).toBeNull();
     expect(response).toEqual({ fine: 1 });
   });
@@ -211,7 +216,7 @@ describe('call context', () => {
     let seen: AbortSignal | undefined;
     let release!: () => void;
     const wrapped = unary(
-      { logger, database: { available: true, reportFailure: jest.fn() }, metrics: { rpcHandled: jest.fn() } },
+      { logger, database: { available: true, reportFailure: jest.fn(), check: jest.fn(async () => undefined) }, metrics: { rpcHandled: jest.fn() }, gate: testGate() },
       '/test.v1.Test/Do',
       { usesDatabase: false },
       async (_request, context) => {
@@ -234,7 +239,7 @@ describe('call context', () => {
     const call = Object.assign(fakeCall({}), { cancelled: true });
     let aborted: boolean | undefined;
     const wrapped = unary(
-      { logger, database: { available: true, reportFailure: jest.fn() }, metrics: { rpcHandled: jest.fn() } },
+      { logger, database: { available: true, reportFailure: jest.fn(), check: jest.fn(async () => undefined) }, metrics: { rpcHandled: jest.fn() }, gate: testGate() },
       '/test.v1.Test/Do',
       { usesDatabase: false },
       async (_request, context) => {

@@ -8,7 +8,7 @@ import { users, type UserRecord } from '../../persistence/repositories/users.js'
 import type { Caller, UserCaller } from '../callers.js';
 import type { Clock } from '../clock.js';
 import { DomainError } from '../errors.js';
-import type { PasswordHasher } from '../passwords/hasher.js';
+import type { PasswordHasher, RequestOrigin } from '../passwords/hasher.js';
 import { checkPassword } from '../passwords/policy.js';
 import { checkId, isStoredId } from '../sessions/ids.js';
 import type { SessionEvents } from '../sessions/revocation.js';
@@ -93,21 +93,29 @@ export class AccountService {
   async changePassword(
     caller: UserCaller,
     input: { currentPassword: string; newPassword: string; revokeOtherSessions: boolean | undefined },
-    signal?: AbortSignal,
+    origin: RequestOrigin,
   ): Promise<{ revokedSessionCount: number }> {
     const checks = new RequestChecks();
     const current = checks.check(checkPassword('current_password', input.currentPassword, false));
     const next = checks.check(checkPassword('new_password', input.newPassword, true));
     checks.throwIfAny();
 
+    const turn = this.deps.hasher.admit({ source: origin.source, account: caller.userId }, origin.signal);
     const em = this.em();
-    const user = await users.findById(em, caller.userId);
-    const { match } = await this.deps.hasher.verify(current!, user?.passwordHash, signal);
-    if (!user || !match) {
-      await this.auditFailedChange(em, caller, 'INVALID_CREDENTIALS');
-      throw invalidCredentials();
+    let user: UserRecord | undefined;
+    let newHash: string;
+    try {
+      user = await users.findById(em, caller.userId);
+      const { match } = await turn.verify(current!, user?.passwordHash);
+      if (!user || !match) {
+        turn.release();
+        await this.auditFailedChange(em, caller, 'INVALID_CREDENTIALS');
+        throw invalidCredentials();
+      }
+      newHash = await turn.hash(next!);
+    } finally {
+      turn.release();
     }
-    const newHash = await this.deps.hasher.hash(next!, signal);
     const now = this.now();
     const revokeOtherSessions = input.revokeOtherSessions !== false;
     const changed = await accounts.changePassword(em, {
@@ -148,7 +156,7 @@ export class AccountService {
   }
 
   /** Redeems a reset token: sets the password and revokes every session of the user. */
-  async resetPassword(input: { token: string; newPassword: string }, signal?: AbortSignal): Promise<void> {
+  async resetPassword(input: { token: string; newPassword: string }, origin: RequestOrigin): Promise<void> {
     const checks = new RequestChecks();
     const token = checks.check(checkRequiredText('token', input.token, MAX_ONE_TIME_TOKEN_LENGTH));
     const password = checks.check(checkPassword('new_password', input.newPassword, true));
@@ -156,11 +164,17 @@ export class AccountService {
     const tokenHash = oneTimeTokenHash(token!);
     if (!tokenHash) throw tokenInvalid();
 
+    const turn = this.deps.hasher.admit({ source: origin.source, account: tokenHash.toString('base64url') }, origin.signal);
     const em = this.em();
-    // Check the token before spending a hash on the password; the redemption below re-checks it.
-    const problem = this.whyNotRedeemable(await accounts.tokenState(em, tokenHash, 'password_reset'), 'password_reset');
-    if (problem) throw problem;
-    const passwordHash = await this.deps.hasher.hash(password!, signal);
+    let passwordHash: string;
+    try {
+      // Check the token before spending a hash on the password; the redemption below re-checks it.
+      const problem = this.whyNotRedeemable(await accounts.tokenState(em, tokenHash, 'password_reset'), 'password_reset');
+      if (problem) throw problem;
+      passwordHash = await turn.hash(password!);
+    } finally {
+      turn.release();
+    }
     const now = this.now();
     const reset = await accounts.resetPassword(em, { tokenHash, passwordHash, now });
     if (!reset) throw this.whyNotRedeemable(await accounts.tokenState(em, tokenHash, 'password_reset'), 'password_reset') ?? tokenInvalid();

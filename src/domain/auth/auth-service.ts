@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import type { Logger } from '../../observability/logger.js';
+import { outsideCall } from '../../persistence/call-scope.js';
 import { auditEvents } from '../../persistence/repositories/audit.js';
 import { sessions, type SessionState } from '../../persistence/repositories/sessions.js';
 import type { SessionEvents } from '../sessions/revocation.js';
@@ -11,7 +12,7 @@ import { ADMIN_ROLE, type UserCaller } from '../callers.js';
 import { DomainError } from '../errors.js';
 import { checkRequiredText, invalid, RequestChecks, valid, type Checked } from '../validation.js';
 import type { KeyRing } from '../keys/key-ring.js';
-import type { PasswordHasher } from '../passwords/hasher.js';
+import type { PasswordHasher, RequestOrigin } from '../passwords/hasher.js';
 import { checkPassword } from '../passwords/policy.js';
 import { checkClientInfo, type ClientInfo } from '../sessions/client-info.js';
 import type { AccessTokenClaims, AccessTokens } from '../tokens/access-tokens.js';
@@ -102,14 +103,20 @@ export class AuthService {
     return new Date(this.deps.clock.now());
   }
 
-  async register(input: { email: string; password: string; displayName: string }, signal?: AbortSignal): Promise<UserRecord> {
+  async register(input: { email: string; password: string; displayName: string }, origin: RequestOrigin): Promise<UserRecord> {
     const checks = new RequestChecks();
     const email = checks.check(normaliseEmail('email', input.email));
     const password = checks.check(checkPassword('password', input.password, true));
     const displayName = checks.check(checkDisplayName('display_name', input.displayName));
     checks.throwIfAny();
     // Hash before looking at the table, so a taken email costs the same time as a free one.
-    const passwordHash = await this.deps.hasher.hash(password!, signal);
+    const turn = this.deps.hasher.admit({ source: origin.source, account: email! }, origin.signal);
+    let passwordHash: string;
+    try {
+      passwordHash = await turn.hash(password!);
+    } finally {
+      turn.release();
+    }
     const now = this.now();
     const id = randomUUID();
     const user = await users.insert(
@@ -128,7 +135,7 @@ export class AuthService {
    */
   async login(
     input: { email: string; password: string; client: ClientInfo | undefined },
-    signal?: AbortSignal,
+    origin: RequestOrigin,
   ): Promise<{ user: UserRecord; sessionId: string; tokens: IssuedTokens }> {
     const checks = new RequestChecks();
     const address = checks.check(normaliseEmail('email', input.email));
@@ -136,9 +143,19 @@ export class AuthService {
     const device = checks.check(checkClientInfo('client', input.client));
     checks.throwIfAny();
 
+    // The place in the hashing queue comes first: a login refused for capacity costs no query.
+    // The user lookup then runs while the turn waits.
+    const turn = this.deps.hasher.admit({ source: origin.source, account: address! }, origin.signal);
     const em = this.em();
-    const user = await users.findByEmail(em, address!);
-    const { match, needsRehash } = await this.deps.hasher.verify(text!, user?.passwordHash, signal);
+    let user: UserRecord | undefined;
+    let verified: { match: boolean; needsRehash: boolean };
+    try {
+      user = await users.findByEmail(em, address!);
+      verified = await turn.verify(text!, user?.passwordHash);
+    } finally {
+      turn.release();
+    }
+    const { match, needsRehash } = verified;
     const now = this.now();
     const failure = { occurredAt: now, ipAddress: device!.ipAddress, userAgent: device!.userAgent };
     if (!user || !match) {
@@ -192,9 +209,10 @@ export class AuthService {
    */
   private rehashInBackground(user: UserRecord, password: string): void {
     const log = this.deps.logger;
-    const work = this.deps.hasher
-      .hash(password)
-      .then((hash) => users.replacePasswordHash(this.em(), user.id, user.passwordHash, hash))
+    // Not part of the call: its statement is neither bounded by the call's deadline nor counted
+    // against the call's admission, and it queues for hashing as the server itself.
+    const work = outsideCall(() => this.deps.hasher.hash(password, { source: 'latchkey/rehash', account: user.id }))
+      .then((hash) => outsideCall(() => users.replacePasswordHash(this.em(), user.id, user.passwordHash, hash)))
       .then(
         (replaced) => log.info({ userId: user.id, cost: this.deps.hasher.cost, replaced }, 'password re-hashed at the configured cost'),
         (error: unknown) => log.warn({ userId: user.id, err: error }, 'password re-hash skipped; will retry at the next login'),

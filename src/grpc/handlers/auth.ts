@@ -39,7 +39,8 @@ import type {
 } from '../../generated/latchkey/auth/v1/auth_service.js';
 import { ValidateTokenResponse as ValidateTokenResponseCodec } from '../../generated/latchkey/auth/v1/auth_service.js';
 import type { IssuedTokens } from '../../domain/auth/auth-service.js';
-import { EncodedResponse, unary, type CallDependencies } from '../call.js';
+import { EncodedResponse, unary, type CallContext, type CallDependencies } from '../call.js';
+import type { RequestOrigin } from '../../domain/passwords/hasher.js';
 import type { AccessTokenClaims } from '../../domain/tokens/access-tokens.js';
 import { credentialsOf } from '../credentials.js';
 
@@ -96,14 +97,33 @@ export function createAuthHandlers(
 ): UntypedServiceImplementation {
   const { auth, accounts, callers } = services;
   const service = (metadata: Metadata) => callers.requireService(credentialsOf(metadata));
+  /**
+   * The source a call's password hashing is accounted to: the end user's address when a gateway
+   * with a service API key reports it in `client.ip_address`, otherwise the connection's peer
+   * (a client cannot pick its own source by filling in the field).
+   */
+  const originOf = (context: CallContext, clientAddress?: string): RequestOrigin => {
+    let source = context.peerAddress;
+    if (clientAddress) {
+      try {
+        if (callers.hasServiceKey(credentialsOf(context.metadata))) source = clientAddress;
+      } catch {
+        // A malformed credential header: the peer address stands.
+      }
+    }
+    return { source, signal: context.signal };
+  };
   return {
     register: unary<RegisterRequest, RegisterResponse>(deps, `${PREFIX}Register`, { usesDatabase: true }, async (request, context) => {
-      const user = await auth.register({ email: request.email, password: request.password, displayName: request.displayName }, context.signal);
+      const user = await auth.register({ email: request.email, password: request.password, displayName: request.displayName }, originOf(context));
       return { user: toUserMessage(user) };
     }),
 
     login: unary<LoginRequest, LoginResponse>(deps, `${PREFIX}Login`, { usesDatabase: true }, async (request, context) => {
-      const result = await auth.login({ email: request.email, password: request.password, client: request.client }, context.signal);
+      const result = await auth.login(
+        { email: request.email, password: request.password, client: request.client },
+        originOf(context, request.client?.ipAddress),
+      );
       return { tokens: toTokenPair(result.tokens), sessionId: result.sessionId, user: toUserMessage(result.user) };
     }),
 
@@ -148,7 +168,7 @@ export function createAuthHandlers(
         const result = await accounts.changePassword(
           caller,
           { currentPassword: request.currentPassword, newPassword: request.newPassword, revokeOtherSessions: request.revokeOtherSessions },
-          context.signal,
+          originOf(context),
         );
         return { revokedSessionCount: result.revokedSessionCount };
       },
@@ -165,7 +185,7 @@ export function createAuthHandlers(
     ),
 
     resetPassword: unary<ResetPasswordRequest, ResetPasswordResponse>(deps, `${PREFIX}ResetPassword`, { usesDatabase: true }, async (request, context) => {
-      await accounts.resetPassword({ token: request.token, newPassword: request.newPassword }, context.signal);
+      await accounts.resetPassword({ token: request.token, newPassword: request.newPassword }, originOf(context));
       return {};
     }),
 

@@ -1,9 +1,10 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { RevocationReason } from '../../domain/sessions/revocation.js';
 import type { OneTimeTokenPurpose } from '../entities/one-time-token.entity.js';
+import { WRITE_DEADLINE } from '../call-scope.js';
 import { AUDIT } from './audit.js';
 import { REVOKED_COUNT, revokeSessionsOf } from './sessions.js';
-import { dateOrNull, one, raw, sql, type Fragment } from './sql.js';
+import { dateOrNull, one, raw, sql, WRITE_GUARD, type Fragment } from './sql.js';
 import { toUserRecord, USER_COLUMNS, type UserRecord } from './users.js';
 
 /**
@@ -25,7 +26,7 @@ function redeem(purpose: OneTimeTokenPurpose, tokenHash: Buffer, now: Date, user
          from users u
         where t.token_hash = ${tokenHash} and t.purpose = ${purpose} and t.used_at is null and t.expires_at > ${now}
           and u.id = t.user_id and u.email = t.email${userCondition}
-       returning t.user_id, t.email
+       returning t.user_id, t.email, ${WRITE_GUARD}
      )`;
 }
 
@@ -70,7 +71,7 @@ export const accounts = {
          insert into one_time_tokens (id, user_id, purpose, token_hash, email, created_at, expires_at)
          select ${token.id}, id, 'password_reset', ${token.hash}, email, ${token.now}, ${token.expiresAt} from target where disabled_at is null
          ${REPLACE_UNUSED_TOKEN}
-         returning user_id
+         returning user_id, ${WRITE_GUARD}
        ), audited as (
          insert into ${AUDIT}
          select ${token.now}, 'password.reset_requested', (select id from target), null, null, null,
@@ -78,6 +79,7 @@ export const accounts = {
                   case when exists (select 1 from issued) then 'issued'
                        when exists (select 1 from target) then 'account_disabled'
                        else 'unknown_email' end)
+         returning ${WRITE_GUARD}
        )
        select exists (select 1 from issued) as issued`,
     );
@@ -104,7 +106,7 @@ export const accounts = {
          select ${token.id}, id, 'email_verification', ${token.hash}, email, ${token.now}, ${token.expiresAt}
            from target where disabled_at is null and email_verified_at is null
          ${REPLACE_UNUSED_TOKEN}
-         returning user_id, email
+         returning user_id, email, ${WRITE_GUARD}
        ), audited as (
          insert into ${AUDIT}
          select ${token.now}, 'email.verification_requested', user_id, null, null, null,
@@ -151,7 +153,7 @@ export const accounts = {
       sql`with ${redeem('password_reset', reset.tokenHash, now, raw(' and u.disabled_at is null'))}, changed as (
          update users set password_hash = ${reset.passwordHash}, password_changed_at = ${now}, updated_at = ${now}
           where id = (select user_id from redeemed)
-         returning id as user_id
+         returning id as user_id, ${WRITE_GUARD}
        ), ${revokeSessionsOf('changed', { now, reason: 'PASSWORD_RESET' })}, audited as (
          insert into ${AUDIT}
          select ${now}, 'password.reset', user_id, null, null, null, jsonb_build_object('revokedSessions', ${REVOKED_COUNT})
@@ -175,7 +177,7 @@ export const accounts = {
          update users u set email_verified_at = coalesce(u.email_verified_at, ${now})
            from redeemed r
           where u.id = r.user_id and u.email = r.email
-         returning u.id, u.email
+         returning u.id, u.email, ${WRITE_GUARD}
        ), audited as (
          insert into ${AUDIT}
          select ${now}, 'email.verified', id, null, null, null, jsonb_build_object('email', email) from verified
@@ -200,7 +202,7 @@ export const accounts = {
       sql`with changed as (
          update users set password_hash = ${change.newHash}, password_changed_at = ${now}, updated_at = ${now}
           where id = ${change.userId} and password_hash = ${change.verifiedHash}
-         returning id as user_id
+         returning id as user_id, ${WRITE_GUARD}
        ), ${revokeSessionsOf('changed', { now, reason: 'PASSWORD_CHANGED', exceptSessionId: change.sessionId, enabled: change.revokeOtherSessions })},
        audited as (
          insert into ${AUDIT}
@@ -229,7 +231,7 @@ export const accounts = {
          select ${USER} from users where id = ${userId} for update
        ), disabled as (
          update users set disabled_at = ${now}, updated_at = ${now}
-          where id = (select id from target where disabled_at is null)
+          where id = (select id from target where disabled_at is null) and latchkey_before(${WRITE_DEADLINE})
          returning ${USER}, id as user_id
        ), ${revokeSessionsOf('disabled', { now, reason: 'USER_DISABLED' })}, audited as (
          insert into ${AUDIT}
@@ -278,7 +280,7 @@ export const accounts = {
          select ${USER} from users where id = ${userId} for update
        ), enabled as (
          update users set disabled_at = null, updated_at = ${now}
-          where id = (select id from target where disabled_at is not null)
+          where id = (select id from target where disabled_at is not null) and latchkey_before(${WRITE_DEADLINE})
          returning ${USER}
        ), audited as (
          insert into ${AUDIT} select ${now}, 'user.enabled', id, null, null, null, ${JSON.stringify(details)}::jsonb from enabled
@@ -309,7 +311,7 @@ export const accounts = {
          select ${USER} from users where id = ${userId} for update
        ), changed as (
          update users set roles = ${wanted}, updated_at = ${now}
-          where id = (select id from target) and roles is distinct from ${wanted}
+          where id = (select id from target) and roles is distinct from ${wanted} and latchkey_before(${WRITE_DEADLINE})
          returning ${USER}
        ), audited as (
          insert into ${AUDIT}

@@ -1,5 +1,6 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
-import { raw, run } from './sql.js';
+import { WRITE_DEADLINE } from '../call-scope.js';
+import { BEFORE_DEADLINE, raw, run } from './sql.js';
 
 /** Names of audit events, as stored in `audit_events.event_type`. */
 export type AuditEventType =
@@ -55,6 +56,6 @@ export const AUDIT_PLACEHOLDERS = '?, ?, ?::uuid, ?::uuid, ?, ?, ?::jsonb';
 
 export const auditEvents = {
   async insert(em: EntityManager, entry: AuditEntry): Promise<void> {
-    await run(em, `insert into audit_events (${AUDIT_COLUMNS}) values (${AUDIT_PLACEHOLDERS})`, auditValues(entry));
+    await run(em, `insert into audit_events (${AUDIT_COLUMNS}) values (${AUDIT_PLACEHOLDERS}) returning ${BEFORE_DEADLINE}`, [...auditValues(entry), WRITE_DEADLINE]);
   },
 };

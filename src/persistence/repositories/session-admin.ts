@@ -1,6 +1,7 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { RevocationReason } from '../../domain/sessions/revocation.js';
 import type { SessionStatus } from '../../domain/sessions/session-state.js';
+import { WRITE_DEADLINE } from '../call-scope.js';
 import { AUDIT_COLUMNS } from './audit.js';
 import { REVOKED_COUNT, revokeSessionsOf } from './sessions.js';
 import { dateOrNull, one, queryAll, queryOne, sql } from './sql.js';
@@ -155,7 +156,7 @@ export const sessionAdmin = {
             set revoked_at = ?,
                 revoked_reason = case when s.user_id = ?::uuid then 'REVOKED_BY_USER' else 'REVOKED_BY_SERVICE' end
            from target t
-          where s.id = t.id and ${ACTIVE_AT}
+          where s.id = t.id and ${ACTIVE_AT} and latchkey_before(?)
          returning ${SESSION_COLUMNS}
        ), audited as (
          insert into audit_events (${AUDIT_COLUMNS})
@@ -175,6 +176,7 @@ export const sessionAdmin = {
         revocation.actingUserId,
         revocation.now,
         revocation.now,
+        WRITE_DEADLINE,
         revocation.now,
       ],
     );

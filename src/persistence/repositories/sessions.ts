@@ -1,6 +1,7 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { RevocationReason } from '../../domain/sessions/revocation.js';
-import { dateOrNull, Fragment, queryOne, raw, sql } from './sql.js';
+import { SENT_AT, WRITE_DEADLINE } from '../call-scope.js';
+import { BEFORE_DEADLINE, dateOrNull, Fragment, queryOne, raw, sql, WRITE_GUARD } from './sql.js';
 import { AUDIT, AUDIT_COLUMNS, AUDIT_PLACEHOLDERS, auditValues, type AuditEntry, type AuditEventType } from './audit.js';
 
 export interface NewSession {
@@ -56,13 +57,17 @@ interface RawSessionState {
 /**
  * The refresh fast path's single statement (exported so that the benchmark can run the very same
  * statement bare, as the limit a refresh is measured against). Parameters: next hash, now, now,
- * idle expiry, ip, user agent, device name, session id, presented hash, now, now.
+ * sent at, idle expiry, ip, user agent, device name, session id, presented hash, now, now, write
+ * deadline. `rotated_at` is the call's time plus however long the statement took to be applied
+ * after it was sent (database clock): the grace window for the previous token counts from the
+ * rotation's commit, not from the call's start, so a rotation held up in the network does not
+ * shorten it. (Expressed in the call's clock, so that a test's injected clock stays in charge.)
  */
 export const ROTATE_SQL = `update sessions s
           set generation = s.generation + 1,
               previous_secret_hash = s.refresh_secret_hash,
               refresh_secret_hash = ?,
-              rotated_at = ?,
+              rotated_at = ?::timestamptz + greatest(clock_timestamp() - ?::timestamptz, interval '0'),
               last_used_at = ?,
               idle_expires_at = least(?::timestamptz, s.absolute_expires_at),
               ip_address = coalesce(?, s.ip_address),
@@ -73,7 +78,7 @@ export const ROTATE_SQL = `update sessions s
           and s.refresh_secret_hash = ?
           and s.revoked_at is null and s.idle_expires_at > ? and s.absolute_expires_at > ?
           and u.disabled_at is null
-      returning s.user_id, u.email, u.roles, s.idle_expires_at, s.absolute_expires_at`;
+      returning s.user_id, u.email, u.roles, s.idle_expires_at, s.absolute_expires_at, ${BEFORE_DEADLINE}`;
 
 export const sessions = {
   /**
@@ -98,7 +103,7 @@ export const sessions = {
       `with signed_in as (
          update users set last_login_at = ?
           where id = ? and disabled_at is null and password_changed_at = ?::timestamptz
-         returning id
+         returning id, ${BEFORE_DEADLINE}
        ), created as (
          insert into sessions (id, user_id, generation, refresh_secret_hash, ip_address, user_agent, device_name,
                                created_at, last_used_at, idle_expires_at, absolute_expires_at)
@@ -111,7 +116,7 @@ export const sessions = {
                         where user_id = ? and revoked_at is null and idle_expires_at > ? and absolute_expires_at > ?
                         order by last_used_at desc, created_at desc, id desc
                         offset greatest(?::int - 1, 0))
-         returning id, user_id
+         returning id, user_id, ${BEFORE_DEADLINE}
        ), audited as (
          insert into audit_events (${AUDIT_COLUMNS}) select ${AUDIT_PLACEHOLDERS} from created
        ), audited_evictions as (
@@ -123,6 +128,7 @@ export const sessions = {
         session.now,
         session.userId,
         checked.passwordChangedAt,
+        WRITE_DEADLINE,
         session.id,
         session.refreshSecretHash,
         session.ipAddress,
@@ -138,6 +144,7 @@ export const sessions = {
         session.now,
         session.now,
         maxSessions,
+        WRITE_DEADLINE,
         ...auditValues(audit),
         session.now,
       ],
@@ -168,6 +175,7 @@ export const sessions = {
       [
         rotation.nextHash,
         rotation.now,
+        SENT_AT,
         rotation.now,
         rotation.idleExpiresAt,
         rotation.client?.ipAddress ?? null,
@@ -177,6 +185,7 @@ export const sessions = {
         rotation.presentedHash,
         rotation.now,
         rotation.now,
+        WRITE_DEADLINE,
       ],
     );
     if (!row) return undefined;
@@ -227,7 +236,7 @@ export const sessions = {
       `with revoked as (
          update sessions set revoked_at = ?, revoked_reason = ?
           where id = ? and refresh_secret_hash = ? and revoked_at is null
-         returning id, user_id
+         returning id, user_id, ${BEFORE_DEADLINE}
        ), audited as (
          insert into audit_events (${AUDIT_COLUMNS}) select ?, ?, user_id, id, null, null, ?::jsonb from revoked
        )
@@ -237,6 +246,7 @@ export const sessions = {
         revocation.reason,
         revocation.sessionId,
         revocation.presentedHash,
+        WRITE_DEADLINE,
         revocation.now,
         audit.type,
         JSON.stringify(audit.details ?? {}),
@@ -258,14 +268,25 @@ export const sessions = {
       `with revoked as (
          update sessions set revoked_at = ?, revoked_reason = 'REFRESH_TOKEN_REUSED'
           where id = ? and revoked_at is null
-         returning id
+         returning id, ${BEFORE_DEADLINE}
        ), audited as (
          insert into audit_events (${AUDIT_COLUMNS})
          select ?, 'refresh_token.reused', user_id, id, ?, ?, ?::jsonb || jsonb_build_object('revoked', exists (select 1 from revoked))
            from sessions where id = ?
+         returning ${BEFORE_DEADLINE}
        )
        select count(*)::int as revoked from revoked`,
-      [reuse.now, reuse.sessionId, reuse.now, reuse.ipAddress || null, reuse.userAgent || null, JSON.stringify(reuse.details), reuse.sessionId],
+      [
+        reuse.now,
+        reuse.sessionId,
+        WRITE_DEADLINE,
+        reuse.now,
+        reuse.ipAddress || null,
+        reuse.userAgent || null,
+        JSON.stringify(reuse.details),
+        reuse.sessionId,
+        WRITE_DEADLINE,
+      ],
     );
     return (row?.revoked ?? 0) > 0;
   },
@@ -297,7 +318,7 @@ export function revokeSessionsOf(
        update sessions set revoked_at = ${now}, revoked_reason = ${reason}
         where ${enabled} and user_id = (select user_id from ${raw(from)})
           and revoked_at is null and idle_expires_at > ${now} and absolute_expires_at > ${now}${except}${createdBy}
-       returning id, user_id
+       returning id, user_id, ${WRITE_GUARD}
      ), revocations_audited as (
        insert into ${AUDIT}
        select ${now}, 'session.revoked', user_id, id, null, null, ${JSON.stringify({ reason, ...revocation.details })}::jsonb from revoked

@@ -1,4 +1,5 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
+import { CallDeadlineError, DEADLINE_SQLSTATE, runStatement, SENT_AT, WRITE_DEADLINE } from '../call-scope.js';
 
 /**
  * Raw statements through the EntityManager's connection (and its transaction, when inside one).
@@ -7,13 +8,45 @@ import type { EntityManager } from '@mikro-orm/postgresql';
  * Parameters are always bound, never interpolated.
  */
 export async function queryOne<T extends object>(em: EntityManager, sql: string, params: readonly unknown[] = []): Promise<T | undefined> {
-  const row = await em.execute<Record<string, unknown>>(sql, [...params], 'get');
+  const row = await execute<Record<string, unknown> | null>(em, sql, params, 'get');
   return (row ?? undefined) as T | undefined;
 }
 
 export async function queryAll<T extends object>(em: EntityManager, sql: string, params: readonly unknown[] = []): Promise<T[]> {
-  return (await em.execute<Record<string, unknown>[]>(sql, [...params], 'all')) as T[];
+  return (await execute<Record<string, unknown>[]>(em, sql, params, 'all')) as T[];
 }
+
+/**
+ * Every statement goes through here: within a call it is admitted and bounded by the call's
+ * deadline (call-scope.ts), and WRITE_DEADLINE parameters become the time after which the
+ * database refuses to apply it. A write refused that way surfaces as CallDeadlineError.
+ */
+async function execute<T>(em: EntityManager, sql: string, params: readonly unknown[], method: 'get' | 'all' | 'run'): Promise<T> {
+  return runStatement(async ({ guard, sentAt }) => {
+    const bound = params.map((p) => (p === WRITE_DEADLINE ? guard : p === SENT_AT ? sentAt : p));
+    try {
+      return (await em.execute(sql, bound, method)) as T;
+    } catch (error) {
+      if (deadlinePassedInDatabase(error)) throw new CallDeadlineError('the write reached the database after its call\'s deadline and was not applied');
+      throw error;
+    }
+  });
+}
+
+function deadlinePassedInDatabase(error: unknown): boolean {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if ((e as { code?: unknown }).code === DEADLINE_SQLSTATE) return true;
+  }
+  return false;
+}
+
+/**
+ * `latchkey_before(?)` with the call's write deadline bound to it: put it in the RETURNING list of
+ * every statement (or CTE) that writes on a call's behalf. RETURNING is evaluated for each row
+ * after it was written and its lock taken, so a write that reaches the database (or gets its row
+ * lock) after the call gave up raises and the whole statement rolls back.
+ */
+export const BEFORE_DEADLINE = 'latchkey_before(?) as before_deadline';
 
 /** A nullable timestamptz column as read through MikroORM's connection (text) to a Date. */
 export function dateOrNull(value: string | null): Date | null {
@@ -22,7 +55,7 @@ export function dateOrNull(value: string | null): Date | null {
 
 /** Runs a statement and returns the number of rows it affected. */
 export async function run(em: EntityManager, sql: string, params: readonly unknown[] = []): Promise<number> {
-  const result = await em.execute<{ affectedRows: number }>(sql, [...params], 'run');
+  const result = await execute<{ affectedRows: number }>(em, sql, params, 'run');
   return result.affectedRows;
 }
 
@@ -50,6 +83,9 @@ export function sql(strings: TemplateStringsArray, ...values: unknown[]): Fragme
   });
   return new Fragment(text, params);
 }
+
+/** BEFORE_DEADLINE as a Fragment, for statements composed with the `sql` tag. */
+export const WRITE_GUARD = new Fragment(BEFORE_DEADLINE, [WRITE_DEADLINE]);
 
 /** Trusted SQL text (column lists), never a value. */
 export const raw = (text: string) => new Fragment(text, []);

@@ -1,5 +1,6 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
-import { dateOrNull, queryOne, run } from './sql.js';
+import { WRITE_DEADLINE } from '../call-scope.js';
+import { BEFORE_DEADLINE, dateOrNull, queryOne, run } from './sql.js';
 import { AUDIT_COLUMNS, AUDIT_PLACEHOLDERS, auditValues, type AuditEntry } from './audit.js';
 
 export interface UserRecord {
@@ -71,19 +72,19 @@ export const users = {
          insert into users (id, email, password_hash, display_name, password_changed_at, created_at, updated_at)
          values (?, ?, ?, ?, ?, ?, ?)
          on conflict (email) do nothing
-         returning ${USER_COLUMNS}
+         returning ${USER_COLUMNS}, ${BEFORE_DEADLINE}
        ), audited as (
          insert into audit_events (${AUDIT_COLUMNS}) select ${AUDIT_PLACEHOLDERS} from created
        )
        select * from created`,
-      [user.id, user.email, user.passwordHash, user.displayName, user.now, user.now, user.now, ...auditValues(audit)],
+      [user.id, user.email, user.passwordHash, user.displayName, user.now, user.now, user.now, WRITE_DEADLINE, ...auditValues(audit)],
     );
     return row ? toUserRecord(row) : undefined;
   },
 
   /** Replaces a hash only if it is still the one that was checked, so a concurrent password change wins. */
   async replacePasswordHash(em: EntityManager, id: string, previousHash: string, newHash: string): Promise<boolean> {
-    return (await run(em, 'update users set password_hash = ? where id = ? and password_hash = ?', [newHash, id, previousHash])) === 1;
+    return (await run(em, 'update users set password_hash = ? where id = ? and password_hash = ? and latchkey_before(?)', [newHash, id, previousHash, WRITE_DEADLINE])) === 1;
   },
 
   async findById(em: EntityManager, id: string): Promise<UserRecord | undefined> {
