@@ -7,11 +7,31 @@ export function invalid(field: string, description: string): Checked<never> {
   return { violations: [{ field, description }] };
 }
 
+/**
+ * Whether a request's text arrived as valid UTF-8. The protobuf decoder never fails on a string
+ * field: it puts U+FFFD in place of each invalid byte sequence, so that character is the only trace
+ * left of bytes that were not text. Every free-text field of a request refuses it (the user agent
+ * aside, see checkClientInfo), even though a well-encoded U+FFFD is valid UTF-8: no person types
+ * it, and keeping the replacement would store something other than what was sent, making
+ * different byte strings one password, one address or one device name. Lone surrogates cannot come
+ * off the wire; they are refused for callers that reach the domain some other way.
+ */
+export function isUtf8Text(text: string): boolean {
+  return !text.includes('\uFFFD') && text.isWellFormed();
+}
+
+export const NOT_UTF8 = 'must be valid UTF-8 text';
+
+/** The violation for text that was not valid UTF-8 on the wire (see isUtf8Text), or undefined. */
+export function checkUtf8Text(field: string, text: string): Checked<never> | undefined {
+  return isUtf8Text(text) ? undefined : invalid(field, NOT_UTF8);
+}
+
 /** A required text field of at most `max` characters (a token, an id). Never echoes the value. */
 export function checkRequiredText(field: string, text: string, max: number): Checked<string> {
   if (text.length === 0) return invalid(field, 'is required');
   if (text.length > max) return invalid(field, `must be at most ${max} characters`);
-  return { value: text };
+  return checkUtf8Text(field, text) ?? { value: text };
 }
 
 /** The value of a request's only check, or the INVALID_ARGUMENT (or WEAK_PASSWORD) it calls for. */

@@ -12,6 +12,7 @@ import { SessionServiceService } from '../generated/latchkey/session/v1/session_
 import { implementService, withCallCodecs, type CallDependencies } from './call.js';
 import { createAuthHandlers } from './handlers/auth.js';
 import { createSessionHandlers } from './handlers/session.js';
+import { addHealthService } from './health.js';
 
 export const AUTH_SERVICE = 'latchkey.auth.v1.AuthService';
 export const SESSION_SERVICE = 'latchkey.session.v1.SessionService';
@@ -81,7 +82,7 @@ export function createGrpcServer(deps: CallDependencies, services: GrpcServices,
   );
 
   const health = new HealthImplementation(Object.fromEntries([...HEALTH_SERVICES, LIVENESS_SERVICE].map((name) => [name, 'NOT_SERVING'])));
-  health.addToServer(server);
+  addHealthService(server, health, deps);
 
   const reflectionDefinition = loadSync(
     [`${PROTO_ROOT}/latchkey/auth/v1/auth_service.proto`, `${PROTO_ROOT}/latchkey/session/v1/session_service.proto`, healthProtoPath],

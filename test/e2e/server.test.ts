@@ -5,7 +5,7 @@ import { DatabaseGate } from '../../src/persistence/call-scope.js';
 import { createLogger } from '../../src/observability/logger.js';
 import * as authProto from '../../src/generated/latchkey/auth/v1/auth_service.js';
 import * as sessionProto from '../../src/generated/latchkey/session/v1/session_service.js';
-import { authClient, call, errorDetails, healthStatus, sessionClient } from '../support/clients.js';
+import { authClient, call, errorDetails, healthClient, healthStatus, sessionClient } from '../support/clients.js';
 import { testConfig } from '../support/config.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { listMethods, listServices } from '../support/reflection.js';
@@ -148,6 +148,56 @@ describe('hostile transport input', () => {
       expect(error?.details).toBe('the request is not a valid protobuf message for /latchkey.auth.v1.AuthService/Register');
       expect(errorDetails(error)).toEqual({ reason: 'INVALID_ARGUMENT', domain: 'latchkey', fields: [] });
       expect(await healthStatus(app.grpcPort)).toBe('SERVING');
+    } finally {
+      c.close();
+    }
+  });
+});
+
+describe('health with request bytes that are not a valid message', () => {
+  // Field 2 with wire type 7, which does not exist. (The truncated string used above does not do:
+  // protobufjs, which decodes health requests, reads a string past the end without complaint.)
+  const garbage = Buffer.from([0x17, 0x00]);
+  const MALFORMED = { reason: 'INVALID_ARGUMENT', domain: 'latchkey', fields: [] };
+
+  it.each(['Check', 'List'])('%s answers INVALID_ARGUMENT (not INTERNAL), and health keeps answering', async (method) => {
+    const c = healthClient(app.grpcPort);
+    try {
+      const path = `/grpc.health.v1.Health/${method}`;
+      const error = await new Promise<ServiceError | null>((resolve) =>
+        c.makeUnaryRequest(path, (x: Buffer) => x, (x: Buffer) => x, garbage, (e) => resolve(e)),
+      );
+      expect(error?.code).toBe(status.INVALID_ARGUMENT);
+      expect(error?.details).toBe(`the request is not a valid protobuf message for ${path}`);
+      expect(errorDetails(error)).toEqual(MALFORMED);
+      expect(await healthStatus(app.grpcPort)).toBe('SERVING');
+      expect(await healthStatus(app.grpcPort, 'liveness')).toBe('SERVING');
+    } finally {
+      c.close();
+    }
+  });
+
+  it('Watch ends the stream with INVALID_ARGUMENT (not INTERNAL), and a well-formed Watch still streams the status', async () => {
+    const c = healthClient(app.grpcPort);
+    try {
+      const path = '/grpc.health.v1.Health/Watch';
+      const bad = c.makeServerStreamRequest(path, (x: Buffer) => x, (x: Buffer) => x, garbage);
+      const messages: Buffer[] = [];
+      bad.on('data', (m: Buffer) => messages.push(m));
+      const error = await new Promise<ServiceError>((resolve) => bad.on('error', resolve));
+      expect(messages).toEqual([]);
+      expect(error.code).toBe(status.INVALID_ARGUMENT);
+      expect(error.details).toBe(`the request is not a valid protobuf message for ${path}`);
+      expect(errorDetails(error)).toEqual(MALFORMED);
+
+      const good = c.makeServerStreamRequest(path, (x: { service: string }) => Buffer.from([0x0a, x.service.length, ...Buffer.from(x.service)]), (x: Buffer) => x, {
+        service: 'liveness',
+      });
+      good.on('error', () => undefined);
+      const first = await new Promise<Buffer>((resolve) => good.once('data', resolve));
+      good.cancel();
+      // HealthCheckResponse{status: SERVING (1)}
+      expect(first).toEqual(Buffer.from([0x08, 0x01]));
     } finally {
       c.close();
     }

@@ -1,3 +1,4 @@
+import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
 
 /** A gRPC length-prefixed message: 1 byte "not compressed", 4 bytes big-endian length, then the bytes. */
@@ -114,4 +115,30 @@ export async function openRawGrpcCall(port: number, path: string, extraHeaders: 
       if (!session.destroyed) session.destroy();
     },
   };
+}
+
+/**
+ * Makes one unary call whose request is given as bytes (for example, with invalid UTF-8 in a string
+ * field, which no generated client will encode), and returns its failure in the shape grpc-js
+ * clients give, so test/support/auth.ts's `failure` and `expectRejected` read it the same way.
+ */
+export async function rawUnaryCall(
+  port: number,
+  path: string,
+  message: Uint8Array,
+  headers: Record<string, string> = {},
+): Promise<{ error?: ServiceError; outcome: RawGrpcOutcome }> {
+  const raw = await openRawGrpcCall(port, path, headers);
+  try {
+    await raw.end(grpcFrame(message));
+    const outcome = await raw.outcome;
+    const seen = outcome.status;
+    if (!seen) throw new Error(`${path}: the stream ended without a gRPC status (HTTP/2 code ${outcome.rstCode})`);
+    if (seen.code === status.OK) return { outcome };
+    const metadata = new Metadata();
+    if (seen.details) metadata.set('grpc-status-details-bin', seen.details);
+    return { error: Object.assign(new Error(seen.message), { code: seen.code, details: seen.message, metadata }), outcome };
+  } finally {
+    raw.destroy();
+  }
 }

@@ -40,6 +40,10 @@ describe('normaliseEmail', () => {
     },
   );
 
+  it.each(['some\uFFFDone@example.com', 'some\uD800one@example.com'])('refuses %p as not UTF-8', (email) => {
+    expect(normaliseEmail('email', email)).toEqual({ violations: [{ field: 'email', description: 'must be valid UTF-8 text' }] });
+  });
+
   it('accepts internationalised addresses', () => {
     expect(normaliseEmail('email', 'Ünïcode@bücher.de')).toEqual({ value: 'ünïcode@bücher.de' });
   });
@@ -56,6 +60,19 @@ describe('checkClientInfo', () => {
     const result = checkClientInfo('client', { ipAddress: '', userAgent: `${'a'.repeat(511)}😀tail\n`, deviceName: '' });
     expect(result).toHaveProperty('value.userAgent', `${'a'.repeat(511)}😀`);
     expect(checkClientInfo('client', { ipAddress: '', userAgent: 'a\nb', deviceName: '' })).toHaveProperty('value.userAgent', 'a b');
+  });
+
+  it('refuses a device name or address that was not valid UTF-8, but keeps such a user agent with U+FFFD in place', () => {
+    expect(checkClientInfo('client', { ipAddress: '10.0.0.1\uFFFD', userAgent: '', deviceName: 'Work \uFFFD laptop' })).toEqual({
+      violations: [
+        { field: 'client.ip_address', description: 'must be valid UTF-8 text' },
+        { field: 'client.device_name', description: 'must be valid UTF-8 text' },
+      ],
+    });
+    expect(checkClientInfo('client', { ipAddress: '', userAgent: 'Mozilla/5.0 (\uFFFD) \uD800x', deviceName: '' })).toHaveProperty(
+      'value.userAgent',
+      'Mozilla/5.0 (\uFFFD) \uFFFDx',
+    );
   });
 
   it('names each bad field by its proto path', () => {

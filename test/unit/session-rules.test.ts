@@ -80,6 +80,10 @@ describe('session ids', () => {
     expect(checkId('except_session_id', '', false)).toEqual({ value: '' });
   });
 
+  it('must have been valid UTF-8 (U+FFFD is what the decoder leaves of anything else)', () => {
+    expect(checkId('user_id', 'ab\uFFFDcd', true)).toEqual({ violations: [{ field: 'user_id', description: 'must be valid UTF-8 text' }] });
+  });
+
   it('reach SQL only in the form Latchkey assigns', () => {
     expect(isStoredId('0b3f5c1e-8d2a-4c4e-9f7a-2b1d3e4f5a6b')).toBe(true);
     for (const id of ['0B3F5C1E-8D2A-4C4E-9F7A-2B1D3E4F5A6B', '{0b3f5c1e-8d2a-4c4e-9f7a-2b1d3e4f5a6b}', '0b3f5c1e8d2a4c4e9f7a2b1d3e4f5a6b', '0b3f5c1e-8d2a-4c4e-9f7a-2b1d3e4f5a6b\n', 'x']) {

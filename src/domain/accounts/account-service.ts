@@ -13,7 +13,7 @@ import { checkPassword } from '../passwords/policy.js';
 import { checkId, isStoredId } from '../sessions/ids.js';
 import type { SessionEvents } from '../sessions/revocation.js';
 import { normaliseEmail } from '../users/email.js';
-import { checkRequiredText, invalid, RequestChecks, valid, type Checked } from '../validation.js';
+import { checkRequiredText, invalid, isUtf8Text, NOT_UTF8, RequestChecks, valid, type Checked } from '../validation.js';
 import { linkWithToken, newOneTimeToken, oneTimeTokenHash } from './one-time-tokens.js';
 
 /** Where a one-time token is redeemed and for how long it works. */
@@ -44,6 +44,7 @@ export const MAX_ONE_TIME_TOKEN_LENGTH = 256;
 export const MAX_ROLES = 16;
 export const MAX_ROLE_LENGTH = 32;
 const ROLE = /^[a-z][a-z0-9._:-]*$/;
+const ROLE_RULE = `must be 1 to ${MAX_ROLE_LENGTH} characters of a-z, 0-9, '.', '_', ':' or '-', starting with a letter`;
 
 const tokenInvalid = () => new DomainError('TOKEN_INVALID', 'the token is invalid, already used or superseded');
 const tokenExpired = () => new DomainError('TOKEN_EXPIRED', 'the token has expired');
@@ -53,11 +54,11 @@ const invalidCredentials = () => new DomainError('INVALID_CREDENTIALS', 'the cur
 
 /** Sorted and without duplicates; each role checked, with its index in the request as the field. */
 function checkRoles(field: string, roles: readonly string[]): Checked<string[]> {
-  const violations = roles.flatMap((role, i) =>
-    role.length === 0 || role.length > MAX_ROLE_LENGTH || !ROLE.test(role)
-      ? [{ field: `${field}[${i}]`, description: `must be 1 to ${MAX_ROLE_LENGTH} characters of a-z, 0-9, '.', '_', ':' or '-', starting with a letter` }]
-      : [],
-  );
+  const violations = roles.flatMap((role, i) => {
+    if (role.length > 0 && role.length <= MAX_ROLE_LENGTH && ROLE.test(role)) return [];
+    // Invalid UTF-8 fails the pattern too; it is named as such, as in every other text field.
+    return [{ field: `${field}[${i}]`, description: isUtf8Text(role) ? ROLE_RULE : NOT_UTF8 }];
+  });
   const unique = [...new Set(roles)].sort();
   if (unique.length > MAX_ROLES) violations.unshift({ field, description: `must hold at most ${MAX_ROLES} distinct roles` });
   return violations.length > 0 ? { violations } : { value: unique };

@@ -10,7 +10,7 @@ import { users, type UserRecord } from '../../persistence/repositories/users.js'
 import type { Clock } from '../clock.js';
 import { ADMIN_ROLE, type UserCaller } from '../callers.js';
 import { DomainError } from '../errors.js';
-import { checkRequiredText, invalid, RequestChecks, valid, type Checked } from '../validation.js';
+import { checkRequiredText, checkUtf8Text, invalid, RequestChecks, valid, type Checked } from '../validation.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import type { PasswordHasher, RequestOrigin } from '../passwords/hasher.js';
 import { checkPassword } from '../passwords/policy.js';
@@ -72,12 +72,11 @@ function checkDisplayName(field: string, name: string): Checked<string> {
   if (trimmed.length > MAX_DISPLAY_NAME * 2 || Array.from(trimmed).length > MAX_DISPLAY_NAME) {
     return invalid(field, `must be at most ${MAX_DISPLAY_NAME} characters`);
   }
-  if (/\p{Cc}/u.test(trimmed) || !trimmed.isWellFormed() || trimmed.includes('\uFFFD')) {
-    return invalid(field, 'must be text without control characters');
-  }
+  const notText = checkUtf8Text(field, trimmed);
+  if (notText) return notText;
+  if (/\p{Cc}/u.test(trimmed)) return invalid(field, 'must be text without control characters');
   return { value: trimmed };
 }
-
 
 /**
  * Registration, login, refresh-token rotation, logout and access-token validation. Each method
@@ -234,8 +233,10 @@ export class AuthService {
    * - anything else is TOKEN_INVALID.
    */
   async refresh(input: { refreshToken: string; client: ClientInfo | undefined }): Promise<IssuedTokens> {
-    valid(checkRequiredText('refresh_token', input.refreshToken, MAX_REFRESH_TOKEN_LENGTH));
-    const client = input.client && valid(checkClientInfo('client', input.client));
+    const checks = new RequestChecks();
+    checks.check(checkRequiredText('refresh_token', input.refreshToken, MAX_REFRESH_TOKEN_LENGTH));
+    const client = input.client && checks.check(checkClientInfo('client', input.client));
+    checks.throwIfAny();
     const presented = parseRefreshToken(input.refreshToken);
     if (!presented) throw invalidRefreshToken();
 

@@ -1,4 +1,4 @@
-import { invalid, type Checked } from '../validation.js';
+import { checkUtf8Text, invalid, type Checked } from '../validation.js';
 
 /** NIST SP 800-63B: at least 8 characters, no composition rules. */
 export const MIN_PASSWORD_CODE_POINTS = 8;
@@ -22,7 +22,8 @@ export const MAX_PASSWORD_BYTES = 1024;
 export function checkPassword(field: string, password: string, strength: boolean): Checked<string> {
   if (password.length === 0) return invalid(field, 'is required');
   if (Buffer.byteLength(password, 'utf8') > MAX_PASSWORD_BYTES) return invalid(field, `must be at most ${MAX_PASSWORD_BYTES} bytes of UTF-8`);
-  if (password.includes('\uFFFD') || !password.isWellFormed()) return invalid(field, 'must be valid UTF-8 text');
+  const notText = checkUtf8Text(field, password);
+  if (notText) return notText;
   if (password.includes('\u0000')) return invalid(field, 'must not contain NUL characters');
   const text = password.normalize('NFKC');
   if (strength) {

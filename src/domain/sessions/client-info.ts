@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import type { FieldViolation } from '../errors.js';
-import type { Checked } from '../validation.js';
+import { isUtf8Text, NOT_UTF8, type Checked } from '../validation.js';
 
 export interface ClientInfo {
   readonly ipAddress: string;
@@ -18,9 +18,16 @@ function codePoints(text: string): string[] {
 }
 
 /**
- * Checks the gateway's description of the end user's device (see ClientInfo in the proto). The
- * user agent is truncated rather than refused because gateways forward it verbatim; it is cut on
- * a code point boundary and stripped of control characters, since it ends up in session lists.
+ * Checks the gateway's description of the end user's device (see ClientInfo in the proto). The IP
+ * address and the device name are refused when they are not valid UTF-8, like every free-text
+ * field (isUtf8Text).
+ *
+ * The user agent is repaired rather than refused: gateways forward the User-Agent header verbatim,
+ * HTTP allows bytes in it that are not UTF-8 (obs-text, often Latin-1), and neither the end user
+ * nor the gateway can fix it, so refusing would lock that user out of Login over a value Latchkey
+ * only displays and audits, and never decides anything on. So it keeps the decoder's U+FFFD for
+ * each invalid sequence (a lone surrogate becomes one too), is cut on a code point boundary, and
+ * has control characters blanked, since it ends up in session lists.
  */
 export function checkClientInfo(
   field: string,
@@ -29,13 +36,17 @@ export function checkClientInfo(
   if (!client) return { value: { ipAddress: '', userAgent: '', deviceName: '' } };
   const violations: FieldViolation[] = [];
   const ipAddress = client.ipAddress;
-  if (ipAddress !== '' && (ipAddress.length > 45 || isIP(ipAddress) === 0)) {
+  if (ipAddress !== '' && !isUtf8Text(ipAddress)) {
+    violations.push({ field: `${field}.ip_address`, description: NOT_UTF8 });
+  } else if (ipAddress !== '' && (ipAddress.length > 45 || isIP(ipAddress) === 0)) {
     violations.push({ field: `${field}.ip_address`, description: 'must be an IPv4 or IPv6 address' });
   }
   const deviceName = client.deviceName.trim();
   if (deviceName.length > MAX_DEVICE_NAME * 2 || codePoints(deviceName).length > MAX_DEVICE_NAME) {
     violations.push({ field: `${field}.device_name`, description: `must be at most ${MAX_DEVICE_NAME} characters` });
-  } else if (CONTROL.test(deviceName) || !deviceName.isWellFormed()) {
+  } else if (!isUtf8Text(deviceName)) {
+    violations.push({ field: `${field}.device_name`, description: NOT_UTF8 });
+  } else if (CONTROL.test(deviceName)) {
     violations.push({ field: `${field}.device_name`, description: 'must not contain control characters' });
   }
   if (violations.length > 0) return { violations };

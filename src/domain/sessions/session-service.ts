@@ -4,7 +4,7 @@ import { sessionAdmin, type SessionRecord } from '../../persistence/repositories
 import { permissionDenied, type Caller } from '../callers.js';
 import type { Clock } from '../clock.js';
 import { DomainError } from '../errors.js';
-import { invalid, RequestChecks, valid, type Checked } from '../validation.js';
+import { invalid, isUtf8Text, NOT_UTF8, RequestChecks, valid, type Checked } from '../validation.js';
 import { checkId, isStoredId } from './ids.js';
 import { decodeSessionPageToken, encodeSessionPageToken } from './page-token.js';
 import { REVOCATION_REASONS, type RevocationReason, type SessionEvents } from './revocation.js';
@@ -94,7 +94,7 @@ export class SessionService {
     if (input.pageToken !== '') {
       const token = decodeSessionPageToken(input.pageToken);
       if (!token) {
-        checks.check(invalid('page_token', 'is not a page token from ListSessions'));
+        checks.check(invalid('page_token', isUtf8Text(input.pageToken) ? 'is not a page token from ListSessions' : NOT_UTF8));
       } else if (userId !== undefined && state !== undefined && (token.userId !== userId || token.state !== state)) {
         checks.check(invalid('page_token', 'must come from a call with the same user_id and state'));
       } else {

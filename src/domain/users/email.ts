@@ -1,4 +1,4 @@
-import { invalid, type Checked } from '../validation.js';
+import { checkUtf8Text, invalid, type Checked } from '../validation.js';
 
 export const MAX_EMAIL_LENGTH = 254;
 
@@ -15,6 +15,8 @@ export function normaliseEmail(field: string, email: string): Checked<string> {
   const normalised = email.trim().toLowerCase();
   if (normalised.length === 0) return invalid(field, 'is required');
   if (normalised.length > MAX_EMAIL_LENGTH) return invalid(field, `must be at most ${MAX_EMAIL_LENGTH} characters`);
-  if (!SHAPE.test(normalised) || normalised.includes('\uFFFD')) return invalid(field, 'must be an email address');
+  const notText = checkUtf8Text(field, normalised);
+  if (notText) return notText;
+  if (!SHAPE.test(normalised)) return invalid(field, 'must be an email address');
   return { value: normalised };
 }
