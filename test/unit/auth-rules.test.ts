@@ -114,7 +114,7 @@ describe('refresh tokens', () => {
 
   it('recognise every ancestor of the current secret by walking the chain, and nothing else', () => {
     const deriver = new RefreshSecretDeriver(Buffer.alloc(32, 1));
-    const chain: Buffer[] = [secret];
+    const chain: Buffer[] = [deriver.fresh(sessionId)];
     for (let i = 0; i < 6; i++) chain.push(deriver.child(sessionId, chain.at(-1)!));
     const current = hashRefreshSecret(chain[6]!);
     expect(chain.map((s) => deriver.generationsBehind(sessionId, s, current, 6))).toEqual([6, 5, 4, 3, 2, 1, 0]);
@@ -130,12 +130,42 @@ describe('refresh tokens', () => {
 
   it('bound the walk at MAX_REUSE_DEPTH generations', () => {
     const deriver = new RefreshSecretDeriver(Buffer.alloc(32, 1));
+    const secret = deriver.fresh(sessionId);
     let tip: Buffer = secret;
     for (let i = 0; i < MAX_REUSE_DEPTH; i++) tip = deriver.child(sessionId, tip);
     const current = hashRefreshSecret(tip);
     expect(deriver.generationsBehind(sessionId, secret, current, MAX_REUSE_DEPTH + 10)).toBe(MAX_REUSE_DEPTH);
     const further = deriver.child(sessionId, tip);
     expect(deriver.generationsBehind(sessionId, secret, hashRefreshSecret(further), MAX_REUSE_DEPTH + 10)).toBeUndefined();
+  });
+
+  it('walk only from a secret this server issued: a made-up one costs one step however deep the session is', () => {
+    const deriver = new RefreshSecretDeriver(Buffer.alloc(32, 1));
+    const issued = deriver.fresh(sessionId);
+    expect(deriver.issued(sessionId, issued)).toBe(true);
+    expect(deriver.issued(sessionId, deriver.child(sessionId, issued))).toBe(true);
+    expect(deriver.issued('1b7e7a4c-3f6d-4d6e-9c1a-2b3c4d5e6f70', issued)).toBe(false);
+    const forged = Buffer.from(issued);
+    forged[0]! ^= 1;
+    expect(deriver.issued(sessionId, forged)).toBe(false);
+    // A chain grown from an untagged secret (as before tags existed) is recognised one step back only.
+    const chain: Buffer[] = [Buffer.alloc(32, 0x5a)];
+    for (let i = 0; i < 3; i++) chain.push(deriver.child(sessionId, chain.at(-1)!));
+    const current = hashRefreshSecret(chain[3]!);
+    expect(deriver.generationsBehind(sessionId, chain[0]!, current, 3)).toBeUndefined();
+    expect(deriver.generationsBehind(sessionId, chain[1]!, current, 3)).toBe(2);
+    const legacyParent = Buffer.alloc(32, 0x6b);
+    expect(deriver.generationsBehind(sessionId, legacyParent, hashRefreshSecret(deriver.child(sessionId, legacyParent)), 5)).toBe(1);
+    // The walk a made-up secret triggers is the single step, counted by child() calls.
+    let steps = 0;
+    const counting = new (class extends RefreshSecretDeriver {
+      override child(id: string, parent: Buffer): Buffer {
+        steps += 1;
+        return super.child(id, parent);
+      }
+    })(Buffer.alloc(32, 1));
+    expect(counting.generationsBehind(sessionId, Buffer.alloc(32, 9), current, MAX_REUSE_DEPTH)).toBeUndefined();
+    expect(steps).toBe(1);
   });
 
   it('are stored as SHA-256 digests', () => {

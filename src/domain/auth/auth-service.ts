@@ -19,7 +19,6 @@ import type { AccessTokenClaims, AccessTokens } from '../tokens/access-tokens.js
 import {
   formatRefreshToken,
   hashRefreshSecret,
-  newRefreshSecret,
   parseRefreshToken,
   type RefreshSecretDeriver,
   type RefreshToken,
@@ -168,7 +167,7 @@ export class AuthService {
     }
 
     const sessionId = randomUUID();
-    const secret = newRefreshSecret();
+    const secret = this.deps.refreshSecrets.fresh(sessionId);
     const absoluteExpiresAt = new Date(now.getTime() + this.deps.sessionPolicy.maxLifetimeMs);
     const idleExpiresAt = new Date(Math.min(now.getTime() + this.deps.sessionPolicy.idleTimeoutMs, absoluteExpiresAt.getTime()));
     const inserted = await sessions.insertForLogin(

@@ -1,4 +1,4 @@
-import { createHmac, createSecretKey, hash, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
+import { createHmac, createSecretKey, hash, hkdfSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 
 /**
  * Refresh tokens are opaque to clients: `<session id>.<secret>`, the secret 32 bytes in base64url.
@@ -25,10 +25,6 @@ export function parseRefreshToken(token: string): RefreshToken | undefined {
   return { sessionId: match[1]!, secret };
 }
 
-export function newRefreshSecret(): Buffer {
-  return randomBytes(32);
-}
-
 export function hashRefreshSecret(secret: Buffer): Buffer {
   return hash('sha256', secret, 'buffer');
 }
@@ -36,29 +32,60 @@ export function hashRefreshSecret(secret: Buffer): Buffer {
 /**
  * How many rotations back a presented token is still recognised as an ancestor of the session's
  * current one (see RefreshSecretDeriver.generationsBehind). Walking the chain costs about 2.6 µs
- * per step, so a made-up secret costs at most a few milliseconds of CPU. A real token older than
- * this is refused as TOKEN_INVALID instead of being reported as reuse.
+ * per step, and only a secret this server issued (its tag checks) is walked at all, so a made-up
+ * secret costs two HMACs whatever the session's generation. A real token older than this is
+ * refused as TOKEN_INVALID instead of being reported as reuse.
  */
 export const MAX_REUSE_DEPTH = 1024;
 
+/** A secret is 24 bytes of body and an 8-byte tag over the session id and the body. */
+const BODY_BYTES = 24;
+const TAG_BYTES = 8;
+
 /**
- * Derives the refresh-token secrets of rotations. A child secret is HMAC(key, session id, parent
- * secret), so the tokens of a session form a chain that only the server can extend:
+ * Derives the refresh-token secrets of rotations. A child secret's body is HMAC(key, session id,
+ * parent secret), so the tokens of a session form a chain that only the server can extend:
  * - a repeated refresh with the same parent (a retry after a lost response, a second tab) can be
  *   answered with the very same child without storing it in clear;
  * - any earlier token of the session leads, step by step, to the current secret's hash, so a
  *   replayed old token is recognised as reuse while a made-up secret is not, with nothing stored
  *   per rotation but the current and previous hashes.
+ * Every secret also carries a tag (a truncated HMAC of the session id and its body under a second
+ * key), so a secret the server never issued is told apart in constant time, before any walk: a
+ * caller holding a known session id cannot buy more than two HMACs of event-loop time per call
+ * with made-up secrets (192 bits of body entropy; 64 bits of tag only gate the walk).
  */
 export class RefreshSecretDeriver {
   private readonly key: KeyObject;
+  private readonly tagKey: KeyObject;
 
   constructor(keyEncryptionKey: Buffer) {
     this.key = createSecretKey(Buffer.from(hkdfSync('sha256', keyEncryptionKey, Buffer.alloc(0), 'latchkey/refresh-token/v1', 32)));
+    this.tagKey = createSecretKey(Buffer.from(hkdfSync('sha256', keyEncryptionKey, Buffer.alloc(0), 'latchkey/refresh-token-tag/v1', 32)));
+  }
+
+  /** A new session's first secret: a random body and its tag. */
+  fresh(sessionId: string): Buffer {
+    return this.tagged(sessionId, randomBytes(BODY_BYTES));
   }
 
   child(sessionId: string, parent: Buffer): Buffer {
-    return createHmac('sha256', this.key).update(sessionId).update('.').update(parent).digest();
+    const body = createHmac('sha256', this.key).update(sessionId).update('.').update(parent).digest().subarray(0, BODY_BYTES);
+    return this.tagged(sessionId, body);
+  }
+
+  /** Whether this server issued `secret` for `sessionId` (its tag checks), in constant time. */
+  issued(sessionId: string, secret: Buffer): boolean {
+    if (secret.length !== BODY_BYTES + TAG_BYTES) return false;
+    return timingSafeEqual(this.tagOf(sessionId, secret.subarray(0, BODY_BYTES)), secret.subarray(BODY_BYTES));
+  }
+
+  private tagged(sessionId: string, body: Buffer): Buffer {
+    return Buffer.concat([body, this.tagOf(sessionId, body)]);
+  }
+
+  private tagOf(sessionId: string, body: Buffer): Buffer {
+    return createHmac('sha256', this.tagKey).update(sessionId).update('.').update(body).digest().subarray(0, TAG_BYTES);
   }
 
   /**
@@ -69,8 +96,12 @@ export class RefreshSecretDeriver {
    */
   generationsBehind(sessionId: string, presented: Buffer, currentHash: Buffer, maxDepth: number, firstChild?: Buffer): number | undefined {
     if (hashRefreshSecret(presented).equals(currentHash)) return 0;
+    // One step is always looked at (the caller has usually derived it already): it also keeps the
+    // grace window for the previous token of a session signed in before secrets carried tags.
+    // Further back, only a secret this server issued is worth walking from.
+    const depthLimit = this.issued(sessionId, presented) ? Math.min(maxDepth, MAX_REUSE_DEPTH) : Math.min(maxDepth, 1);
     let secret = presented;
-    for (let depth = 1; depth <= Math.min(maxDepth, MAX_REUSE_DEPTH); depth++) {
+    for (let depth = 1; depth <= depthLimit; depth++) {
       secret = depth === 1 && firstChild ? firstChild : this.child(sessionId, secret);
       if (hashRefreshSecret(secret).equals(currentHash)) return depth;
     }
