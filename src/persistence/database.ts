@@ -68,13 +68,16 @@ export class DatabaseUnreachableError extends Error {
   }
 }
 
+/** The readiness ping's text, recognisable in a statement log. */
+export const READINESS_PING = 'select 1 as readiness';
+
 /** `select 1`, bounded by `timeoutMs`; `signal` (e.g. SIGTERM during start-up) stops waiting at once. */
 async function ping(orm: Orm, timeoutMs: number, signal?: AbortSignal): Promise<void> {
   const controller = new AbortController();
   const timer = signal ? AbortSignal.any([controller.signal, signal]) : controller.signal;
   try {
     await Promise.race([
-      orm.em.getConnection().execute('select 1'),
+      orm.em.getConnection().execute(READINESS_PING),
       sleep(timeoutMs, undefined, { signal: timer }).then(() => {
         throw new Error(`database ping timed out after ${timeoutMs}ms`);
       }),

@@ -1,4 +1,5 @@
 import { Writable } from 'node:stream';
+import { READINESS_PING } from '../../src/persistence/database.js';
 
 /**
  * The SQL statements a server sent, read from its trace-level ORM log (statements only, never
@@ -11,7 +12,10 @@ export class StatementLog extends Writable {
     for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) {
       const entry = JSON.parse(line) as { component?: string; msg?: string };
       const match = entry.component === 'orm' ? /^\[query\] (.*?)(?: \[took .*)?$/s.exec(entry.msg ?? '') : null;
-      if (match) this.statements.push(match[1]!.replace(/\s+/g, ' ').trim());
+      const statement = match?.[1]!.replace(/\s+/g, ' ').trim();
+      // Readiness pings share the pool only on a single-connection database (the embedded one):
+      // they are the server's, not the call's.
+      if (statement !== undefined && statement !== READINESS_PING) this.statements.push(statement);
     }
     done();
   }
