@@ -2,7 +2,7 @@ import { createLogger } from '../../src/observability/logger.js';
 import { createOrm, type Orm } from '../../src/persistence/orm.js';
 import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
 
-const MIGRATIONS = ['Migration20261123000000Initial', 'Migration20261124000000OneTimeTokenEmail'];
+const MIGRATIONS = ['Migration20261123000000Initial', 'Migration20261124000000OneTimeTokenEmail', 'Migration20261201000000SessionLimitIndex'];
 
 let db: TestDatabase;
 let orm: Orm;
@@ -48,14 +48,18 @@ it('leaves a schema that matches the entity definitions exactly', async () => {
 
 it('indexes every column that lookups and sweeps filter by', async () => {
   const rows = await query<{ indexdef: string }>(db.url, `select indexdef from pg_indexes where schemaname = 'public'`);
-  const columns = rows.map((r) => /\((.*)\)$/.exec(r.indexdef)?.[1]).sort();
+  // "… USING btree (a, b DESC) WHERE (c IS NULL)" → "a, b DESC where c IS NULL"
+  const columns = rows
+    .map((r) => /USING \w+ \((.*?)\)(?: WHERE \((.*)\))?$/.exec(r.indexdef))
+    .map((m) => (m?.[2] ? `${m[1]} where ${m[2]}` : m?.[1]))
+    .sort();
   expect(columns).toEqual(
     expect.arrayContaining([
       'email', // users: login lookup (unique)
-      'user_id, last_used_at', // sessions: per-user lists, least recently used eviction
+      'user_id, last_used_at, created_at, id', // sessions: per-user lists, the login's session limit
       'idle_expires_at', // sessions: sweep
       'absolute_expires_at', // sessions: sweep
-      'revoked_at', // sessions: sweep of old revoked sessions
+      'revoked_at where revoked_at IS NOT NULL', // sessions: sweep of old revoked sessions
       'token_hash', // one_time_tokens: redemption (unique)
       'expires_at', // one_time_tokens and signing_keys: sweep, JWKS
       'used_at', // one_time_tokens: sweep
