@@ -38,7 +38,8 @@ export interface CpuSnapshot {
   readonly busy: number;
   readonly nice: number;
   readonly iowait: number;
-  readonly postgres: number;
+  /** CPU seconds of each PostgreSQL process (backends come and go: only those alive at both ends count). */
+  readonly postgres: Record<number, number>;
   readonly processes: Record<string, number>;
 }
 
@@ -50,7 +51,7 @@ export function cpuSnapshot(processes: Record<string, number>): CpuSnapshot {
     busy: (user + nice + system + irq + softirq + steal) / TICKS_PER_SECOND,
     nice: nice / TICKS_PER_SECOND,
     iowait: iowait / TICKS_PER_SECOND,
-    postgres: postgresPids().reduce((sum, pid) => sum + procTicks(pid), 0) / TICKS_PER_SECOND,
+    postgres: Object.fromEntries(postgresPids().map((pid) => [pid, procTicks(pid) / TICKS_PER_SECOND])),
     processes: Object.fromEntries(Object.entries(processes).map(([name, pid]) => [name, procTicks(pid) / TICKS_PER_SECOND])),
   };
 }
@@ -59,7 +60,10 @@ export function cpuSnapshot(processes: Record<string, number>): CpuSnapshot {
 export function cpuBetween(a: CpuSnapshot, b: CpuSnapshot): Record<string, number> {
   const seconds = (b.at - a.at) / 1000;
   const rate = (x: number, y: number) => Math.round(((y - x) / seconds) * 100) / 100;
-  const out: Record<string, number> = { machine: rate(a.busy, b.busy), niced: rate(a.nice, b.nice), iowait: rate(a.iowait, b.iowait), postgres: rate(a.postgres, b.postgres) };
+  const out: Record<string, number> = { machine: rate(a.busy, b.busy), niced: rate(a.nice, b.nice), iowait: rate(a.iowait, b.iowait), postgres: 0 };
+  let postgres = 0;
+  for (const [pid, seconds] of Object.entries(b.postgres)) if (a.postgres[Number(pid)] !== undefined) postgres += seconds - a.postgres[Number(pid)]!;
+  out.postgres = rate(0, postgres);
   for (const name of Object.keys(b.processes)) out[name] = rate(a.processes[name] ?? 0, b.processes[name]!);
   return out;
 }

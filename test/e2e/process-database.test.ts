@@ -11,7 +11,7 @@ import { processEnv } from '../support/process-env.js';
 import { runLatchkey, startLatchkey, type LatchkeyProcess } from '../support/process.js';
 import { TcpProxy } from '../support/proxy.js';
 
-const MIGRATIONS = ['Migration20261123000000Initial', 'Migration20261124000000OneTimeTokenEmail', 'Migration20261201000000SessionLimitIndex'];
+const MIGRATIONS = ['Migration20261123000000Initial', 'Migration20261124000000OneTimeTokenEmail', 'Migration20261201000000SessionLimitIndex', 'Migration20261201000100SchedulerLeases'];
 
 const children = new Children();
 afterEach(() => children.killAll());

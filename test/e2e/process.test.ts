@@ -213,7 +213,7 @@ describe('embedded database (DATABASE_URL unset)', () => {
     expect(warnings[0]!.msg).toMatch(/embedded PGlite database/);
     // The embedded database always migrates at start-up, whatever DATABASE_MIGRATE_ON_START says.
     expect(server.logs().filter((line) => line.msg === 'migrations applied').map((line) => line.migrations)).toEqual([
-      ['Migration20261123000000Initial', 'Migration20261124000000OneTimeTokenEmail', 'Migration20261201000000SessionLimitIndex'],
+      ['Migration20261123000000Initial', 'Migration20261124000000OneTimeTokenEmail', 'Migration20261201000000SessionLimitIndex', 'Migration20261201000100SchedulerLeases'],
     ]);
     expect(logLine(server, 'latchkey serving')).toMatchObject({ database: 'embedded' });
 

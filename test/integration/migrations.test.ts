@@ -2,7 +2,7 @@ import { createLogger } from '../../src/observability/logger.js';
 import { createOrm, type Orm } from '../../src/persistence/orm.js';
 import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
 
-const MIGRATIONS = ['Migration20261123000000Initial', 'Migration20261124000000OneTimeTokenEmail', 'Migration20261201000000SessionLimitIndex'];
+const MIGRATIONS = ['Migration20261123000000Initial', 'Migration20261124000000OneTimeTokenEmail', 'Migration20261201000000SessionLimitIndex', 'Migration20261201000100SchedulerLeases'];
 
 let db: TestDatabase;
 let orm: Orm;
@@ -30,7 +30,7 @@ it('starts from an empty database', async () => {
 it('applies every migration to an empty database', async () => {
   const applied = await orm.migrator.up();
   expect(applied.map((m) => m.name)).toEqual(MIGRATIONS);
-  expect(await tables()).toEqual(['audit_events', 'mikro_orm_migrations', 'one_time_tokens', 'sessions', 'signing_keys', 'users']);
+  expect(await tables()).toEqual(['audit_events', 'mikro_orm_migrations', 'one_time_tokens', 'scheduler_leases', 'sessions', 'signing_keys', 'users']);
 });
 
 it('is a no-op the second time', async () => {
@@ -111,5 +111,5 @@ it('rolls back cleanly (down) and re-applies', async () => {
   await orm.migrator.down({ to: 0 });
   expect(await tables()).toEqual(['mikro_orm_migrations']);
   await orm.migrator.up();
-  expect(await tables()).toEqual(['audit_events', 'mikro_orm_migrations', 'one_time_tokens', 'sessions', 'signing_keys', 'users']);
+  expect(await tables()).toEqual(['audit_events', 'mikro_orm_migrations', 'one_time_tokens', 'scheduler_leases', 'sessions', 'signing_keys', 'users']);
 });
