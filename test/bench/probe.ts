@@ -38,7 +38,7 @@ export interface CpuSnapshot {
   readonly busy: number;
   readonly nice: number;
   readonly iowait: number;
-  /** CPU seconds of each PostgreSQL process (backends come and go: only those alive at both ends count). */
+  /** CPU seconds of each PostgreSQL process (one that exited before the second snapshot is missed). */
   readonly postgres: Record<number, number>;
   readonly processes: Record<string, number>;
 }
@@ -62,7 +62,8 @@ export function cpuBetween(a: CpuSnapshot, b: CpuSnapshot): Record<string, numbe
   const rate = (x: number, y: number) => Math.round(((y - x) / seconds) * 100) / 100;
   const out: Record<string, number> = { machine: rate(a.busy, b.busy), niced: rate(a.nice, b.nice), iowait: rate(a.iowait, b.iowait), postgres: 0 };
   let postgres = 0;
-  for (const [pid, seconds] of Object.entries(b.postgres)) if (a.postgres[Number(pid)] !== undefined) postgres += seconds - a.postgres[Number(pid)]!;
+  // A backend that started in between (a pool's new connection) spent all its CPU time in between.
+  for (const [pid, seconds] of Object.entries(b.postgres)) postgres += seconds - (a.postgres[Number(pid)] ?? 0);
   out.postgres = rate(0, postgres);
   for (const name of Object.keys(b.processes)) out[name] = rate(a.processes[name] ?? 0, b.processes[name]!);
   return out;

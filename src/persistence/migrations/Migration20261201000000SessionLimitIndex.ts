@@ -20,8 +20,7 @@ import { Migration } from '@mikro-orm/migrations';
  *
  * Plain `create index` inside the migration's transaction: `create index concurrently` cannot run
  * in a transaction block, and the migrator runs every pending migration in one (`allOrNothing`).
- * The build blocks writes to `sessions` while it runs (about a second per million rows on the
- * development machine); on a larger table, create the two new indexes by hand with
+ * The build blocks writes to `sessions` while it runs; on a large table, create the two new indexes by hand with
  * `create index concurrently` (same names and definitions) before upgrading, and this migration
  * keeps them (`if not exists`). The old indexes are dropped last, so the ACCESS EXCLUSIVE lock
  * a drop takes is held only for the moment before the commit.
