@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Clock } from '../domain/clock.js';
@@ -83,15 +84,19 @@ export class SweepFailedError extends Error {
 const quote = (identifier: string) => `"${identifier.replaceAll('"', '""')}"`;
 
 /**
- * One batch as one statement, and so one transaction of its own (parameters: the two lock keys,
- * the cutoff, the batch size). In the order PostgreSQL runs it:
+ * One batch as one statement, and so one transaction of its own (parameters: the two lock keys;
+ * the job, this replica's id and the lease in milliseconds; the cutoff, the batch size). In the
+ * order PostgreSQL runs it:
  *
  * 1. `pg_try_advisory_xact_lock` on the job's key, held until the statement ends. When it is not
- *    granted, the delete below is gated off (a one-time filter): no row is read or locked.
- * 2. `select id … order by <column> limit n for update skip locked`: walks the column's index from
+ *    granted, everything below is gated off (a one-time filter): no row is read or locked.
+ * 2. The job's lease in `scheduler_leases`: taken or renewed (until the database's now + the
+ *    lease) only if it is free, expired, or already this replica's. A replica that finds another
+ *    one's lease deletes nothing, though it got the advisory lock during the holder's rest.
+ * 3. `select id … order by <column> limit n for update skip locked`: walks the column's index from
  *    the oldest row, takes at most n row locks and passes over any row that a login, a refresh or
  *    another sweeper holds, instead of waiting for it.
- * 3. `delete … where id = any(array(…))`: the same as `id in (…)`, but always planned as a primary
+ * 4. `delete … where id = any(array(…))`: the same as `id in (…)`, but always planned as a primary
  *    key lookup of those n ids; `in (…)` can be planned as a hash join over the whole table.
  *
  * A single statement rather than BEGIN … COMMIT: if the connection dies part-way, the server rolls
@@ -104,11 +109,54 @@ export function batchDeleteSql(pass: SweepPass): string {
   const column = quote(pass.column);
   return [
     'with lock as materialized (select pg_try_advisory_xact_lock(?, ?) as granted),',
-    `deleted as (delete from ${table} where (select granted from lock) and "id" = any(array(`,
+    'lease as (insert into scheduler_leases as l (job, holder, expires_at)',
+    "  select ?, ?, clock_timestamp() + ?::int * interval '1 millisecond' from lock where granted",
+    '  on conflict (job) do update set holder = excluded.holder, expires_at = excluded.expires_at',
+    '  where l.holder = excluded.holder or l.expires_at <= clock_timestamp()',
+    '  returning 1),',
+    `deleted as (delete from ${table} where (select count(*) from lease) > 0 and "id" = any(array(`,
     `  select "id" from ${table} where ${column} ${pass.comparison} ? order by ${column} limit ? for update skip locked`,
     ')) returning 1)',
-    'select (select granted from lock) as granted, (select count(*) from deleted)::int as deleted',
+    'select (select granted from lock) as locked, (select count(*) from lease) > 0 as granted, (select count(*) from deleted)::int as deleted',
   ].join('\n');
+}
+
+/** Ends this replica's lease on the job, so that another may sweep at once (parameters: job, holder). */
+export const RELEASE_LEASE_SQL = 'delete from scheduler_leases where job = ? and holder = ?';
+
+/**
+ * A replica's id in `scheduler_leases`: one per ORM (one connection pool, as one process has), so
+ * a run that could not let go of its lease (the database went away) is followed by the next run of
+ * the same replica without waiting for it to expire.
+ */
+const replicaIds = new WeakMap<object, string>();
+function replicaId(orm: Orm): string {
+  let id = replicaIds.get(orm);
+  if (!id) replicaIds.set(orm, (id = randomUUID()));
+  return id;
+}
+
+/**
+ * How long a batch's lease lasts: the rest the batch will be followed by, plus a margin, so the
+ * lease outlives the rest and lapses soon after a replica that stopped mid-run (10 s at least).
+ */
+function leaseMs(previousBatchMs: number, options: SweepOptions): number {
+  const percent = options.dutyCyclePercent ?? 100;
+  const rest = percent >= 100 ? 0 : (previousBatchMs * (100 - percent)) / percent;
+  return Math.ceil(Math.max(10_000, 4 * (previousBatchMs + rest)));
+}
+
+/** How often, and after how long a pause, a lease holder tries again when another replica's statement holds the advisory lock. */
+const LOCKED_OUT_RETRIES = 20;
+const LOCKED_OUT_PAUSE_MS = 25;
+
+async function pause(ms: number, options: SweepOptions): Promise<boolean> {
+  try {
+    await sleep(ms, undefined, { signal: options.signal });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -128,16 +176,19 @@ async function rest(batchMs: number, options: SweepOptions): Promise<boolean> {
 
 /**
  * Runs one sweep: for each pass, batches of at most `batchSize` rows, each batch a transaction
- * that first takes the job's transaction-scoped advisory lock, so only one replica sweeps a job at
- * a time (a replica that does not get the lock ends its run). Cutoffs are fixed when the run
- * starts. Throws SweepFailedError when a statement fails; batches committed before
- * it stay committed, the failing one rolls back.
+ * that first takes the job's transaction-scoped advisory lock and the job's lease, so only one
+ * replica sweeps a job at a time, through its rests as well (a replica that does not get both ends
+ * its run). Cutoffs are fixed when the run starts. Throws SweepFailedError when a statement fails;
+ * batches committed before it stay committed, the failing one rolls back. The lease is let go when
+ * the run ends (a failure to do so only leaves it to expire).
  */
 export async function sweep(job: SweepJob, options: SweepOptions): Promise<SweepResult> {
   const startedAt = new Date(options.clock.now());
   const em = options.orm.em.fork();
+  const holder = replicaId(options.orm);
   let rowsDeleted = 0;
   let batches = 0;
+  let lastBatchMs = 0;
   try {
     for (const pass of job.passes) {
       const sql = batchDeleteSql(pass);
@@ -146,22 +197,35 @@ export async function sweep(job: SweepJob, options: SweepOptions): Promise<Sweep
         if (options.signal?.aborted) return { stop: 'interrupted', rowsDeleted, batches };
         if (options.clock.now() - startedAt.getTime() >= options.maxDurationMs) return { stop: 'time_limit', rowsDeleted, batches };
         const batchStarted = performance.now();
-        const [batch] = await em.execute<{ granted: boolean; deleted: number }[]>(sql, [
-          ADVISORY_LOCK_NAMESPACE,
-          job.lockKey,
-          cutoff,
-          options.batchSize,
-        ]);
+        let batch: { locked: boolean; granted: boolean; deleted: number } | undefined;
+        for (let attempt = 1; ; attempt++) {
+          [batch] = await em.execute<{ locked: boolean; granted: boolean; deleted: number }[]>(sql, [
+            ADVISORY_LOCK_NAMESPACE,
+            job.lockKey,
+            job.name,
+            holder,
+            leaseMs(lastBatchMs, options),
+            cutoff,
+            options.batchSize,
+          ]);
+          // The lease holder found the advisory lock taken: another replica's statement is looking
+          // at the lease (and will find it taken). That takes a moment; try again rather than end.
+          if (batch?.locked || batches === 0 || attempt >= LOCKED_OUT_RETRIES) break;
+          if (!(await pause(LOCKED_OUT_PAUSE_MS, options))) return { stop: 'interrupted', rowsDeleted, batches };
+        }
         if (!batch?.granted) return { stop: 'skipped_lock', rowsDeleted, batches };
+        lastBatchMs = performance.now() - batchStarted;
         const deleted = Number(batch.deleted);
         rowsDeleted += deleted;
         batches += 1;
         if (deleted < options.batchSize) break;
-        if (!(await rest(performance.now() - batchStarted, options))) return { stop: 'interrupted', rowsDeleted, batches };
+        if (!(await rest(lastBatchMs, options))) return { stop: 'interrupted', rowsDeleted, batches };
       }
     }
     return { stop: 'completed', rowsDeleted, batches };
   } catch (error) {
     throw new SweepFailedError({ rowsDeleted, batches }, error);
+  } finally {
+    if (batches > 0) await em.execute(RELEASE_LEASE_SQL, [job.name, holder]).catch(() => undefined);
   }
 }

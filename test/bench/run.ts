@@ -6,7 +6,7 @@
  *
  *   npm run bench                 full run (about 8 minutes); rewrites BENCHMARKS.md
  *   npm run bench -- --quick      seconds per figure, small data, cost-4 hashes; for CI
- *   npm run bench -- --only=validate,refresh   some scenarios (validate, refresh, login, saturation, sweep)
+ *   npm run bench -- --only=validate,refresh   some scenarios (validate, refresh, login, saturation, sweep, sweep2)
  */
 import bcrypt from 'bcrypt';
 import { execFile } from 'node:child_process';
@@ -20,6 +20,9 @@ import pg from 'pg';
 import { LoginRequest, LoginResponse, RegisterRequest, ValidateTokenRequest } from '../../src/generated/latchkey/auth/v1/auth_service.js';
 import { ensureH2load, h2load } from './h2load.js';
 import { renderMarkdown, renderTable, type BenchReport, type Figure } from './report.js';
+import { ADVISORY_LOCK_NAMESPACE } from '../../src/scheduler/sweep.js';
+import { sweepSessions } from '../../src/scheduler/jobs/index.js';
+import { cpuBetween, cpuSnapshot, dbBetween, dbSnapshot, sampleWaits, waitsBetween, type CpuSnapshot, type DbSnapshot } from './probe.js';
 import { startServer, type BenchServer } from './server.js';
 import { latencyBetween, latencyOf, merged, perSecond, type Latency } from './stats.js';
 import { UnaryClient, grpcFrame } from './wire.js';
@@ -53,7 +56,8 @@ const overrides = Object.fromEntries(
 const serverNodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
 /** The server runs with the image's NODE_OPTIONS (V8 heap flags), read from the Dockerfile so the two cannot drift. */
 const imageNodeOptions = /^ENV NODE_OPTIONS="([^"]*)"$/m.exec(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1] ?? '';
-const only = new Set((args.only ?? 'validate,refresh,login,saturation,sweep').split(','));
+const SCENARIOS = 'validate,refresh,login,saturation,sweep,sweep2';
+const only = new Set((args.only ?? SCENARIOS).split(','));
 
 /** How long each figure is measured for, and how much data: seconds in --quick, minutes in full. */
 const plan = quick
@@ -61,6 +65,7 @@ const plan = quick
   : { warmupMs: 1_000, latencyMs: 10_000, h2loadSeconds: 5, h2loadWarmup: 1, h2loadRounds: 3, loginRounds: 4, loginMs: 40_000, users: 16, sessions: 64, sweepRows: 1_000_000, sweepBaselineMs: 30_000, bcryptCost: 12 };
 
 const VALIDATE_LEVELS = [1, 16, 64, 256];
+const SESSIONS_LOCK_KEY = sweepSessions({ revokedRetentionMs: 0 }).lockKey;
 /** Calls in flight → HTTP/2 connections: a few connections, as a mesh sidecar or gateway keeps, with the rest multiplexed. */
 const connectionsFor = (inFlight: number) => Math.min(inFlight, 4);
 
@@ -68,7 +73,7 @@ function log(message: string): void {
   process.stderr.write(`bench: ${message}\n`);
 }
 
-function runWorkerProcess(spec: WorkerSpec): { result: Promise<WorkerResult>; stop(): void } {
+function runWorkerProcess(spec: WorkerSpec): { result: Promise<WorkerResult>; stop(): void; pid: number } {
   const child = execFile(process.execPath, [WORKER, JSON.stringify(spec)], { maxBuffer: 256 << 20, env: process.env }, () => undefined);
   let stdout = '';
   let stderr = '';
@@ -85,7 +90,7 @@ function runWorkerProcess(spec: WorkerSpec): { result: Promise<WorkerResult>; st
       }
     }),
   );
-  return { result, stop: () => child.kill('SIGTERM') };
+  return { result, stop: () => child.kill('SIGTERM'), pid: child.pid! };
 }
 
 const work = (spec: WorkerSpec) => runWorkerProcess(spec).result;
@@ -415,13 +420,16 @@ async function saturationScenario(server: BenchServer, s: Seed): Promise<void> {
 
 /**
  * Login latency while `sweep-sessions` deletes `sweepRows` expired sessions, then with nothing to
- * sweep, on one server whose scheduler runs that sweep every second (as its cron would, sooner).
- * The rows are inserted and vacuumed before that server starts, so that what the insert leaves
- * for autovacuum is not counted against the sweep; the baseline is measured once autovacuum has
- * also finished with what the sweep left (dead rows are part of deleting, and would be counted
- * against the baseline).
+ * sweep, on `replicas` servers sharing the database, each with a scheduler that runs that sweep
+ * every second (as its cron would, sooner). Logins go to the first server. The rows are inserted
+ * and vacuumed before the servers start, so that what the insert leaves for autovacuum is not
+ * counted against the sweep; the baseline is measured once autovacuum has also finished with what
+ * the sweep left (dead rows are part of deleting, and would be counted against the baseline).
+ *
+ * Alongside: CPU by process, PostgreSQL's WAL/checkpoint/buffer counters, and the wait events
+ * and lock waits of the database's backends sampled every 200 ms, for both windows.
  */
-async function sweepScenario(target: Target, dataDir: string, logFile: string, s: Seed): Promise<BenchServer> {
+async function sweepScenario(target: Target, dataDir: string, outDir: string, s: Seed, replicas: 1 | 2): Promise<BenchServer[]> {
   const userIds = (await sql(target, 'select id from users order by email')).rows.map((r: { id: string }) => r.id);
   await sql(
     target,
@@ -432,70 +440,115 @@ async function sweepScenario(target: Target, dataDir: string, logFile: string, s
     [plan.sweepRows, userIds],
   );
   await sql(target, 'vacuum analyze sessions');
-  log(`inserted and vacuumed ${plan.sweepRows} expired sessions; starting a server that sweeps every second`);
+  log(`inserted and vacuumed ${plan.sweepRows} expired sessions; starting ${replicas} server(s) that sweep every second`);
 
-  const server = await startServer(
-    serverEnv(target, dataDir, { SCHEDULER_ENABLED: 'true', SESSION_SWEEP_CRON: '* * * * * *', SWEEP_MAX_DURATION: '10m' }),
-    logFile,
-    serverNodeArgs,
-  );
+  const dbName = new URL(target.url!).pathname.slice(1);
+  const probe = new pg.Client({ connectionString: target.url, application_name: 'bench-probe' });
+  await probe.connect();
+  const servers: BenchServer[] = [];
+  const cpu: CpuSnapshot[] = [];
+  const counters: DbSnapshot[] = [];
+  const waits = sampleWaits(target.url!, dbName);
+  let samples: Awaited<ReturnType<typeof waits.stop>> = [];
   const inFlight = 1;
-  const logins = runWorkerProcess({ kind: 'login', emails: s.emails, password: PASSWORD, ...common(server, inFlight, 0), samples: true });
-  let result: WorkerResult;
-  let finished: Record<string, unknown> | undefined;
-  let baselineFrom: number;
-  let baselineTo: number;
+  let logins: ReturnType<typeof runWorkerProcess> | undefined;
+  let finishedAt = 0;
+  let baselineFrom = 0;
+  let baselineTo = 0;
+  let runs: Array<Record<string, unknown>> = [];
+  const snapshot = async () => {
+    cpu.push(cpuSnapshot(Object.fromEntries([...servers.map((srv, i) => [`server${i + 1}`, srv.pid] as const), ['loginClient', logins?.pid ?? 0]])));
+    counters.push(await dbSnapshot(probe, dbName));
+  };
   try {
+    // The job's lock, held here while the servers start and the logins warm up, keeps every
+    // replica's sweep off (skipped_lock) until all of them are running; then it is let go.
+    await probe.query('select pg_advisory_lock($1, $2)', [ADVISORY_LOCK_NAMESPACE, SESSIONS_LOCK_KEY]);
+    for (let i = 0; i < replicas; i++) {
+      const env = serverEnv(target, dataDir, { SCHEDULER_ENABLED: 'true', SESSION_SWEEP_CRON: '* * * * * *', SWEEP_MAX_DURATION: '10m' });
+      servers.push(await startServer(env, path.join(outDir, replicas === 1 ? 'server-sweep.log' : `server-sweep2-${i + 1}.log`), serverNodeArgs));
+    }
+    const first = servers[0]!;
+    logins = runWorkerProcess({ kind: 'login', emails: s.emails, password: PASSWORD, ...common(first, inFlight, 0), samples: true });
+    await new Promise((r) => setTimeout(r, plan.warmupMs + 1_000));
+    await snapshot();
+    await probe.query('select pg_advisory_unlock($1, $2)', [ADVISORY_LOCK_NAMESPACE, SESSIONS_LOCK_KEY]);
     const deadline = Date.now() + 15 * 60_000;
-    while (!finished) {
+    const sweepRuns = () =>
+      servers.flatMap((srv) => srv.logs().filter((l) => l.msg === 'sweep run finished' && l.job === 'sweep-sessions' && Number(l.rowsDeleted) > 0));
+    for (;;) {
       if (Date.now() > deadline) throw new Error('the sweep did not finish within 15 minutes');
       await new Promise((r) => setTimeout(r, 500));
-      finished = server.logs().find((l) => l.msg === 'sweep run finished' && l.job === 'sweep-sessions' && Number(l.rowsDeleted) >= plan.sweepRows);
+      runs = sweepRuns();
+      if (runs.reduce((n, l) => n + Number(l.rowsDeleted), 0) >= plan.sweepRows) break;
     }
+    finishedAt = Math.max(...runs.map((l) => Date.parse(String(l.time))));
+    await snapshot();
     log(`sweep finished; waiting for autovacuum, then measuring logins with nothing to sweep`);
-    const dbName = new URL(target.url!).pathname.slice(1);
     for (;;) {
       const busy = await sql(target, `select count(*)::int as n from pg_stat_activity where backend_type = 'autovacuum worker' and datname = $1`, [dbName]);
       if (busy.rows[0].n === 0) break;
       await new Promise((r) => setTimeout(r, 1_000));
     }
     baselineFrom = Date.now();
+    await snapshot();
     await new Promise((r) => setTimeout(r, plan.sweepBaselineMs));
     baselineTo = Date.now();
+    await snapshot();
+  } catch (error) {
+    await Promise.all(servers.map((srv) => srv.stop().catch(() => undefined)));
+    throw error;
   } finally {
-    logins.stop();
+    logins?.stop();
+    samples = await waits.stop();
+    await probe.end();
   }
-  result = await logins.result;
-  const sweepTo = Date.parse(String(finished.time));
-  const durationMs = Number(finished.durationMs);
-  const sweepFrom = sweepTo - durationMs;
+  const result = await logins.result;
+  const sweepFrom = Math.min(...runs.map((l) => Date.parse(String(l.time)) - Number(l.durationMs)));
+  const sweepTo = finishedAt;
+  const durationMs = sweepTo - sweepFrom;
+  const rowsDeleted = runs.reduce((n, l) => n + Number(l.rowsDeleted), 0);
+  const batches = runs.reduce((n, l) => n + Number(l.batches), 0);
+  const byServer = servers.map((srv) =>
+    srv.logs().filter((l) => l.msg === 'sweep run finished' && l.job === 'sweep-sessions').reduce((n, l) => n + Number(l.rowsDeleted), 0),
+  );
   const baseline = latencyBetween(result.samples!, baselineFrom, baselineTo);
   const during = latencyBetween(result.samples!, sweepFrom, sweepTo);
-  const rowsPerSecond = (Number(finished.rowsDeleted) / durationMs) * 1000;
+  const rowsPerSecond = (rowsDeleted / durationMs) * 1000;
   const slowest = result
     .samples!.filter(([start]) => start >= sweepFrom && start < sweepTo)
     .sort((a, b) => b[1] - a[1])
     .slice(0, 3)
     .map(([start, ms]) => `${Math.round(ms)} ms at +${((start - sweepFrom) / 1000).toFixed(1)} s`);
-  log(`slowest logins during the sweep: ${slowest.join(', ')}`);
+  const diagnostics = {
+    replicas,
+    rowsDeletedByServer: byServer,
+    runsWithRows: runs.length,
+    slowest,
+    sweep: { cpuCores: cpuBetween(cpu[0]!, cpu[1]!), database: dbBetween(counters[0]!, counters[1]!), waits: waitsBetween(samples, sweepFrom, sweepTo) },
+    baseline: { cpuCores: cpuBetween(cpu[2]!, cpu[3]!), database: dbBetween(counters[2]!, counters[3]!), waits: waitsBetween(samples, baselineFrom, baselineTo) },
+  };
+  log(`sweep diagnostics (${replicas} server(s)): ${JSON.stringify(diagnostics)}`);
+  const label = replicas === 1 ? '' : `, ${replicas} servers sharing the database`;
   record({
     scenario: 'sweep',
-    name: `Login, ${inFlight} in flight, with no sweep`,
+    name: `Login, ${inFlight} in flight, with no sweep${label}`,
     inFlight,
     latency: baseline,
     display: fmtLatency(baseline),
   });
   record({
     scenario: 'sweep',
-    name: `Login, ${inFlight} in flight, while sweep-sessions deletes ${Number(finished.rowsDeleted).toLocaleString('en')} expired sessions`,
+    name: `Login, ${inFlight} in flight, while sweep-sessions deletes ${rowsDeleted.toLocaleString('en')} expired sessions${label}`,
     inFlight,
     latency: during,
     ratio: during.p99 / baseline.p99,
-    notes: `sweep: ${finished.rowsDeleted} rows in ${finished.batches} batches, ${durationMs} ms (${Math.round(rowsPerSecond)} rows/s)`,
-    sweep: { rows: Number(finished.rowsDeleted), batches: Number(finished.batches), durationMs, rowsPerSecond },
+    notes: `sweep: ${rowsDeleted} rows in ${batches} batches, ${durationMs} ms (${Math.round(rowsPerSecond)} rows/s)${replicas > 1 ? `; rows deleted by each server: ${byServer.join(' / ')}` : ''}`,
+    sweep: { rows: rowsDeleted, batches, durationMs, rowsPerSecond, replicas },
+    diagnostics,
     display: `${fmtLatency(during)}; p99 ratio ${(during.p99 / baseline.p99).toFixed(2)}; sweep ${Math.round(rowsPerSecond)} rows/s over ${durationMs} ms`,
   });
-  return server;
+  return servers;
 }
 
 async function main(): Promise<void> {
@@ -528,16 +581,16 @@ async function main(): Promise<void> {
     peakRss = Math.max(peakRss, await server.peakRss());
     await server.stop();
     server = undefined;
-    if (only.has('sweep')) {
-      if (target.kind === 'postgresql') {
-        server = await sweepScenario(target, dataDir, path.join(outDir, 'server-sweep.log'), s);
-        peakRssAfter.sweep = await server.peakRss();
-        peakRss = Math.max(peakRss, peakRssAfter.sweep);
-        await server.stop();
-        server = undefined;
-      } else {
-        log('sweep scenario skipped: it inserts its rows with SQL, which needs PostgreSQL');
+    for (const [name, replicas] of [['sweep', 1], ['sweep2', 2]] as const) {
+      if (!only.has(name)) continue;
+      if (target.kind !== 'postgresql') {
+        log(`${name} scenario skipped: it inserts its rows with SQL, which needs PostgreSQL`);
+        continue;
       }
+      const servers = await sweepScenario(target, dataDir, outDir, s, replicas);
+      peakRssAfter[name] = await servers[0]!.peakRss();
+      peakRss = Math.max(peakRss, peakRssAfter[name]);
+      for (const srv of servers) await srv.stop();
     }
   } finally {
     await server?.stop().catch(() => undefined);
@@ -569,7 +622,7 @@ async function main(): Promise<void> {
   writeFileSync(path.join(outDir, `bench-${report.mode}.json`), `${json}\n`);
   process.stdout.write(`${renderTable(report)}\n`);
   log(`JSON: ${path.join(outDir, `bench-${report.mode}.json`)}`);
-  if (!quick && !args['no-doc'] && only.size === 5 && args.set!.length === 0 && serverNodeArgs.length === 0) {
+  if (!quick && !args['no-doc'] && only.size === SCENARIOS.split(',').length && args.set!.length === 0 && serverNodeArgs.length === 0) {
     writeFileSync(path.join(ROOT, 'BENCHMARKS.md'), renderMarkdown(report));
     log('BENCHMARKS.md rewritten');
   }

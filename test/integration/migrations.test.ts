@@ -32,7 +32,7 @@ it('starts from an empty database', async () => {
 it('applies every migration to an empty database', async () => {
   const applied = await orm.migrator.up();
   expect(applied.map((m) => m.name)).toEqual(MIGRATIONS);
-  expect(await tables()).toEqual(['audit_events', 'mikro_orm_migrations', 'one_time_tokens', 'sessions', 'signing_keys', 'users']);
+  expect(await tables()).toEqual(['audit_events', 'mikro_orm_migrations', 'one_time_tokens', 'scheduler_leases', 'sessions', 'signing_keys', 'users']);
 });
 
 it('is a no-op the second time', async () => {
@@ -50,14 +50,18 @@ it('leaves a schema that matches the entity definitions exactly', async () => {
 
 it('indexes every column that lookups and sweeps filter by', async () => {
   const rows = await query<{ indexdef: string }>(db.url, `select indexdef from pg_indexes where schemaname = 'public'`);
-  const columns = rows.map((r) => /\((.*)\)$/.exec(r.indexdef)?.[1]).sort();
+  // "… USING btree (a, b DESC) WHERE (c IS NULL)" → "a, b DESC where c IS NULL"
+  const columns = rows
+    .map((r) => /USING \w+ \((.*?)\)(?: WHERE \((.*)\))?$/.exec(r.indexdef))
+    .map((m) => (m?.[2] ? `${m[1]} where ${m[2]}` : m?.[1]))
+    .sort();
   expect(columns).toEqual(
     expect.arrayContaining([
       'email', // users: login lookup (unique)
-      'user_id, last_used_at', // sessions: per-user lists, least recently used eviction
+      'user_id, last_used_at, created_at, id', // sessions: per-user lists, the login's session limit
       'idle_expires_at', // sessions: sweep
       'absolute_expires_at', // sessions: sweep
-      'revoked_at', // sessions: sweep of old revoked sessions
+      'revoked_at where revoked_at IS NOT NULL', // sessions: sweep of old revoked sessions
       'token_hash', // one_time_tokens: redemption (unique)
       'expires_at', // one_time_tokens and signing_keys: sweep, JWKS
       'used_at', // one_time_tokens: sweep
@@ -109,5 +113,5 @@ it('rolls back cleanly (down) and re-applies', async () => {
   await orm.migrator.down({ to: 0 });
   expect(await tables()).toEqual(['mikro_orm_migrations']);
   await orm.migrator.up();
-  expect(await tables()).toEqual(['audit_events', 'mikro_orm_migrations', 'one_time_tokens', 'sessions', 'signing_keys', 'users']);
+  expect(await tables()).toEqual(['audit_events', 'mikro_orm_migrations', 'one_time_tokens', 'scheduler_leases', 'sessions', 'signing_keys', 'users']);
 });

@@ -50,3 +50,41 @@ it.each([1, 2, 3])('never fail, never double-count, and together delete each row
   expect(reported + next.rowsDeleted).toBe(5_000);
   expect(await ids(db.url, 'sessions')).toEqual(seedIds(3, 300));
 });
+
+describe('the lease', () => {
+  beforeEach(() => query(db.url, 'delete from sessions'));
+
+  it('keeps the other replica out through the rests between batches, and is let go when the run ends', async () => {
+    await insertSessions(db.url, 50, { group: 1, count: 400, idleExpiresAt: at(-1), absoluteExpiresAt: at(DAY) });
+    const logs = capturingLogger('debug');
+    const [holder, other] = replicas as [Orm, Orm];
+    // Small batches with rests as long as the batches: the other replica tries again and again
+    // while the holder rests, which is when the advisory lock alone would let it in.
+    const running = runSweep(job, { orm: holder, logger: logs.logger, clock: fixedClock(NOW), batchSize: 20, maxDurationMs: 60_000, dutyCyclePercent: 20 });
+    const attempts = [];
+    let done = false;
+    void running.finally(() => (done = true));
+    // Once the holder's first batch has committed (its lease is there), the other replica starts trying.
+    while ((await query(db.url, 'select 1 from scheduler_leases')).length === 0) await new Promise((r) => setTimeout(r, 1));
+    while (!done) {
+      attempts.push(await runSweep(job, { orm: other, logger: logs.logger, clock: fixedClock(NOW), batchSize: 20, maxDurationMs: 60_000 }));
+      await new Promise((r) => setTimeout(r, 5));
+    }
+
+    expect(await running).toMatchObject({ outcome: 'completed', rowsDeleted: 400 });
+    expect(attempts.length).toBeGreaterThan(1);
+    expect(attempts.every((a) => a.outcome === 'skipped_lock' || (a.outcome === 'completed' && a.rowsDeleted === 0))).toBe(true);
+    expect(await query(db.url, 'select * from scheduler_leases')).toEqual([]);
+  });
+
+  it('is taken over once it has expired, as when its replica stopped mid-run', async () => {
+    await insertSessions(db.url, 50, { group: 1, count: 30, idleExpiresAt: at(-1), absoluteExpiresAt: at(DAY) });
+    await query(db.url, `insert into scheduler_leases (job, holder, expires_at) values ($1, 'gone', clock_timestamp() + interval '1 hour')`, [job.name]);
+    const options = { orm: replicas[0]!, logger: capturingLogger().logger, clock: fixedClock(NOW), batchSize: 50, maxDurationMs: 60_000 };
+
+    expect(await runSweep(job, options)).toMatchObject({ outcome: 'skipped_lock', rowsDeleted: 0 });
+    await query(db.url, `update scheduler_leases set expires_at = clock_timestamp() - interval '1 second' where job = $1`, [job.name]);
+    expect(await runSweep(job, options)).toMatchObject({ outcome: 'completed', rowsDeleted: 30 });
+    expect(await query(db.url, 'select * from scheduler_leases')).toEqual([]);
+  });
+});

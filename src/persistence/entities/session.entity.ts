@@ -10,10 +10,14 @@ export const SessionSchema = defineEntity({
   name: 'Session',
   tableName: 'sessions',
   indexes: [
-    { name: 'sessions_user_id_last_used_at_idx', properties: ['user', 'lastUsedAt'] },
+    // A user's sessions, most recently used first: listings, revoking a user's sessions, and the
+    // login's session limit (read backwards, matching its order by exactly). The only index that
+    // starts with user_id, so the login's plan does not depend on the statistics.
+    { name: 'sessions_user_id_last_used_at_created_at_id_idx', properties: ['user', 'lastUsedAt', 'createdAt', 'id'] },
     { name: 'sessions_idle_expires_at_idx', properties: ['idleExpiresAt'] },
     { name: 'sessions_absolute_expires_at_idx', properties: ['absoluteExpiresAt'] },
-    { name: 'sessions_revoked_at_idx', properties: ['revokedAt'] },
+    // The sweep of long-revoked sessions; partial, so it is never a plan for `revoked_at is null`.
+    { name: 'sessions_revoked_at_not_null_idx', properties: ['revokedAt'], where: 'revoked_at is not null' },
   ],
   properties: {
     id: p.uuid().primary(),
