@@ -186,6 +186,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
         const { forced } = await grpc.shutdown(config.SHUTDOWN_TIMEOUT);
         await http.close();
         await auth.drain();
+        await accounts.drain();
         await monitor.stop();
         await schedulerStopped;
         await database.close();

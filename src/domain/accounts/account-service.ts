@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import type { Logger } from '../../observability/logger.js';
+import { outsideCall } from '../../persistence/call-scope.js';
 import type { OneTimeTokenPurpose } from '../../persistence/entities/one-time-token.entity.js';
 import { accounts, type OneTimeTokenState } from '../../persistence/repositories/accounts.js';
 import { auditEvents } from '../../persistence/repositories/audit.js';
@@ -77,7 +78,43 @@ function actorOf(caller: Caller): Record<string, unknown> {
  * transaction).
  */
 export class AccountService {
+  /** Follow-up statements retried off the call (see afterCommit), finished before the database closes. */
+  private readonly background = new Set<Promise<void>>();
+
   constructor(private readonly deps: AccountServiceDependencies) {}
+
+  /** Waits for background follow-ups; called on shutdown after the last call has completed. */
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.background]);
+  }
+
+  /**
+   * The idempotent second statement of a change that has already committed (the sweep of sessions
+   * a racing login left behind). Once the change is in, the call has succeeded: if the follow-up
+   * fails (the call's deadline passed, the database went away), answering UNAVAILABLE would tell
+   * the caller to retry a change that is already made, and the retry would then be refused
+   * (the current password has changed, the token is spent). So it is retried once off the call,
+   * unbounded by its deadline, and the call answers with what the first statement revoked.
+   */
+  private async afterCommit(what: string, followUp: () => Promise<number>): Promise<number> {
+    try {
+      return await followUp();
+    } catch (error) {
+      this.deps.logger.warn({ err: { message: (error as Error).message }, followUp: what }, 'follow-up statement failed after the change committed; retrying it in the background');
+      const retry = outsideCall(followUp)
+        .then(
+          (count) => {
+            this.deps.logger.info({ followUp: what, revoked: count }, 'follow-up statement retried');
+          },
+          (again: unknown) => {
+            this.deps.logger.error({ err: { message: (again as Error).message }, followUp: what }, 'follow-up statement failed twice; sessions raced with the change may stay active');
+          },
+        )
+        .finally(() => this.background.delete(retry));
+      this.background.add(retry);
+      return 0;
+    }
+  }
 
   protected em(): EntityManager {
     return this.deps.orm.em.fork();
@@ -133,7 +170,9 @@ export class AccountService {
       throw invalidCredentials();
     }
     const raced = revokeOtherSessions
-      ? await accounts.revokeRaced(em, { userId: user.id, now, reason: 'PASSWORD_CHANGED', startedBy: now, exceptSessionId: caller.sessionId })
+      ? await this.afterCommit('password change', () =>
+          accounts.revokeRaced(this.em(), { userId: user!.id, now, reason: 'PASSWORD_CHANGED', startedBy: now, exceptSessionId: caller.sessionId }),
+        )
       : 0;
     const revokedSessionCount = changed.revokedSessions + raced;
     this.deps.events.revoked('PASSWORD_CHANGED', revokedSessionCount);
@@ -180,7 +219,9 @@ export class AccountService {
     const reset = await accounts.resetPassword(em, { tokenHash, passwordHash, now });
     if (!reset) throw this.whyNotRedeemable(await accounts.tokenState(em, tokenHash, 'password_reset'), 'password_reset') ?? tokenInvalid();
     // A second, idempotent statement for a login with the old password that raced the reset.
-    const raced = await accounts.revokeRaced(em, { userId: reset.userId, now, reason: 'PASSWORD_RESET', startedBy: now });
+    const raced = await this.afterCommit('password reset', () =>
+      accounts.revokeRaced(this.em(), { userId: reset.userId, now, reason: 'PASSWORD_RESET', startedBy: now }),
+    );
     this.deps.events.revoked('PASSWORD_RESET', reset.revokedSessions + raced);
   }
 
