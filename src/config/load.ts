@@ -78,6 +78,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     values.EMAIL_VERIFICATION_URL ??= linkUnder(values.PUBLIC_URL, 'verify-email');
   }
   values.PASSWORD_HASH_CONCURRENCY ??= Math.min(3, Math.max(1, availableParallelism()));
+  values.PASSWORD_HASH_QUEUE_PER_SOURCE ??= values.PASSWORD_HASH_QUEUE_LIMIT;
 
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(values) as Config;

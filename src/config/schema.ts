@@ -359,9 +359,9 @@ export const variables = {
   }),
   PASSWORD_HASH_QUEUE_PER_SOURCE: variable({
     description:
-      'Password hashes one source may have waiting. A source is the client address a service-credentialed gateway passes in `client.ip_address`, otherwise the connection\'s peer address. Beyond it, that source\'s calls fail at once with RESOURCE_EXHAUSTED (`RATE_LIMITED`), before any lookup, and nobody else\'s do.',
-    default: '4',
-    schema: positiveInt(10_000),
+      'Password hashes one source may have waiting. A source is the client address a service-credentialed gateway passes in `client.ip_address`, otherwise the connection\'s peer address. Beyond it, that source\'s calls fail at once with RESOURCE_EXHAUSTED (`RATE_LIMITED`), before any lookup, and nobody else\'s do. Fairness does not depend on it (sources are served in turn, and a full queue makes room for a quieter source); lower it only when every caller reports end-user addresses with a service key, since a gateway without one is a single source for all its users.',
+    derivedDefault: 'the value of `PASSWORD_HASH_QUEUE_LIMIT`',
+    schema: integer(0, 10_000),
   }),
   PUBLIC_URL: variable({
     description: 'Public base URL of the service, used to build links (password reset, email verification). Must be `https://` in production.',

@@ -116,7 +116,8 @@ export class FairLimiter {
   #enqueue(waiter: Waiter): void {
     const own = this.#sources.get(waiter.key.source);
     const ownSize = own?.size ?? 0;
-    if (ownSize >= this.perSourceQueueLimit) throw new LimiterFullError('source');
+    // A share as large as the whole queue is no share: the global bound (below) decides.
+    if (ownSize >= this.perSourceQueueLimit && this.perSourceQueueLimit < this.queueLimit) throw new LimiterFullError('source');
     if (this.#queued >= this.queueLimit) {
       let busiest: SourceQueue | undefined;
       for (const queue of this.#sources.values()) if (!busiest || queue.size > busiest.size) busiest = queue;

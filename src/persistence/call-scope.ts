@@ -194,7 +194,8 @@ export class DatabaseGate {
       return await Promise.race([
         running,
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new CallDeadlineError()), Math.max(0, remaining));
+          // As for the readiness ping: an answer that arrived while the loop was busy wins.
+          timer = setTimeout(() => setImmediate(() => reject(new CallDeadlineError())), Math.max(0, remaining));
         }),
       ]);
     } finally {

@@ -143,7 +143,10 @@ export class DedicatedProbe implements DatabaseProbe {
   async ping(timeoutMs: number): Promise<ClockOffset> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`database ping timed out after ${timeoutMs}ms`)), timeoutMs);
+      // The verdict waits one turn of the event loop (setImmediate runs after the I/O poll): when a
+      // flood kept the loop busy past the timeout, an answer already sitting in the socket wins,
+      // so a busy process never reads as a database that is down.
+      timer = setTimeout(() => setImmediate(() => reject(new Error(`database ping timed out after ${timeoutMs}ms`))), timeoutMs);
     });
     try {
       const client = await Promise.race([this.#connected(timeoutMs), timeout]);
