@@ -1,4 +1,4 @@
-import type { Config } from './config/schema.js';
+import { revocationRelevanceMs, type Config } from './config/schema.js';
 import { AccountService } from './domain/accounts/account-service.js';
 import { AuthService } from './domain/auth/auth-service.js';
 import { CallerAuthenticator, ServiceApiKeys } from './domain/callers.js';
@@ -14,6 +14,9 @@ import { createHttpServer } from './http/server.js';
 import type { Logger } from './observability/logger.js';
 import { createMetrics } from './observability/metrics.js';
 import { DatabaseGate } from './persistence/call-scope.js';
+import { listeningConnection, ormFeedDb, polledConnection, PostgresRevocationFeed, RevocationFollower } from './persistence/revocation-feed.js';
+import { RevocationView } from './domain/revocations/view.js';
+import type { SessionEvents } from './domain/sessions/revocation.js';
 import { DatabaseMonitor, DedicatedProbe, PoolProbe } from './persistence/database.js';
 import { openDatabase } from './persistence/open.js';
 import { lowerThreadPoolPriority, THREAD_POOL_NICE } from './runtime/thread-pool.js';
@@ -45,6 +48,31 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
   });
 
   const metrics = createMetrics();
+  // The revocation view, loaded and kept current by the follower (started below, before serving).
+  const relevanceMs = revocationRelevanceMs(config);
+  let follower: RevocationFollower | undefined = undefined;
+  const view = new RevocationView({
+    relevanceMs,
+    maxStalenessMs: config.REVOCATION_MAX_STALENESS,
+    lastReadAt: () => follower?.lastReadAt,
+    connected: () => follower?.connected ?? false,
+  });
+  // Revocations made here are refused here at once: the view defers to the database until the
+  // follower has read past them (a read it is asked for now).
+  const sessionEvents: SessionEvents = {
+    revoked(reason, count) {
+      metrics.sessionEvents.revoked(reason, count);
+      if (count > 0) {
+        view.noteLocalRevocation();
+        void follower?.refresh().catch(() => undefined);
+      }
+    },
+    reuseDetected: () => metrics.sessionEvents.reuseDetected(),
+    rolesChanged() {
+      view.noteLocalRevocation();
+      void follower?.refresh().catch(() => undefined);
+    },
+  };
   let auth: AuthService;
   let accounts: AccountService;
   let sessionService: SessionService;
@@ -80,7 +108,8 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
       },
       clock,
       logger: logger.child({ component: 'auth' }),
-      events: metrics.sessionEvents,
+      events: sessionEvents,
+      revocations: view,
     });
     accounts = new AccountService({
       orm: database.orm,
@@ -89,13 +118,13 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
       emailVerification: { url: config.EMAIL_VERIFICATION_URL, ttlMs: config.EMAIL_VERIFICATION_TTL },
       clock,
       logger: logger.child({ component: 'accounts' }),
-      events: metrics.sessionEvents,
+      events: sessionEvents,
     });
     sessionService = new SessionService({
       orm: database.orm,
       clock,
       logger: logger.child({ component: 'sessions' }),
-      events: metrics.sessionEvents,
+      events: sessionEvents,
     });
     const verifier = auth;
     callers = new CallerAuthenticator(new ServiceApiKeys(config.SERVICE_API_KEYS ?? []), (token) => verifier.authenticateBearer(token));
@@ -108,12 +137,16 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
   // Readiness has a connection of its own, so a saturated request pool never reads as "down";
   // on a single-connection database (the embedded PGlite) it shares that connection.
   const probe = database.url && database.poolMax > 1 ? new DedicatedProbe(database.url) : new PoolProbe(database.orm);
+  // The monitor asks the gate whether the pool is busy, and the gate asks the monitor for the
+  // database clock's offset: declared first, assigned below.
+  let gate: DatabaseGate;
   const monitor = new DatabaseMonitor(probe, {
     intervalMs: config.DATABASE_HEALTH_INTERVAL,
     pingTimeoutMs: config.DATABASE_HEALTH_TIMEOUT,
     logger: logger.child({ component: 'database' }),
+    poolBusy: () => gate.load.running > 0,
   });
-  const gate = new DatabaseGate({
+  gate = new DatabaseGate({
     maxCalls: config.MAX_CALLS_IN_FLIGHT,
     statementSlots: database.poolMax,
     statementTimeoutMs: config.DATABASE_STATEMENT_TIMEOUT,
@@ -122,10 +155,44 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
   });
   metrics.observeAdmission(() => gate.load);
 
+  // The feed is followed on a connection of its own (LISTEN/NOTIFY), outside the request pool; on
+  // a single-connection database (the embedded PGlite) by polling through that connection.
+  const dedicated = database.url && database.poolMax > 1 ? database.url : undefined;
+  const feedLogger = logger.child({ component: 'revocations' });
+  follower = new RevocationFollower(view, {
+    connect: (handlers) => (dedicated ? listeningConnection(dedicated, config.DATABASE_HEALTH_TIMEOUT, handlers) : Promise.resolve(polledConnection(database.orm))),
+    relevanceMs,
+    pollIntervalMs: Math.min(500, Math.max(50, Math.floor(config.REVOCATION_MAX_STALENESS / 4) || 500)),
+    readTimeoutMs: Math.max(config.DATABASE_HEALTH_TIMEOUT, 1_000),
+    logger: feedLogger,
+  });
+  const revocationReader = new PostgresRevocationFeed(ormFeedDb(database.orm));
+  metrics.observeRevocations(() => ({ lagSeconds: view.lagSeconds, size: view.size, fallbacks: view.fallbacks }));
+  // Loaded before serving when the database allows; otherwise the view is simply not trusted
+  // (check_revocation reads the database) until the follower's retries get through.
+  await follower.start().catch((error: unknown) => feedLogger.warn({ err: { message: (error as Error).message } }, 'revocation view not loaded yet; check_revocation reads the database until it is'));
+  const pruning = setInterval(() => view.prune(clock.now()), 60_000);
+  pruning.unref();
+
   let stopping = false;
   const grpc = createGrpcServer(
     { logger: logger.child({ component: 'grpc' }), database: monitor, metrics, gate },
-    { auth, accounts, sessions: sessionService, callers },
+    {
+      auth,
+      accounts,
+      sessions: sessionService,
+      callers,
+      revocationView: view,
+      revocations: {
+        reader: revocationReader,
+        follower,
+        relevanceMs,
+        maxWatchers: config.MAX_REVOCATION_WATCHERS,
+        bufferLimit: config.REVOCATION_WATCH_BUFFER,
+        retryAfterMs: config.OVERLOAD_RETRY_AFTER,
+        clock,
+      },
+    },
     {
       maxReceiveMessageBytes: config.GRPC_MAX_RECEIVE_MESSAGE_BYTES,
       maxSendMessageBytes: config.GRPC_MAX_SEND_MESSAGE_BYTES,
@@ -161,6 +228,8 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
   } catch (error) {
     grpc.server.forceShutdown();
     await http.close();
+    clearInterval(pruning);
+    await follower.stop();
     await database.close();
     throw error;
   }
@@ -187,6 +256,8 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
         await http.close();
         await auth.drain();
         await accounts.drain();
+        clearInterval(pruning);
+        await follower?.stop();
         await monitor.stop();
         await schedulerStopped;
         await database.close();

@@ -391,6 +391,18 @@ export const variables = {
     default: '45 3 * * *',
     schema: cronExpression,
   }),
+  REVOCATION_SWEEP_CRON: variable({
+    description:
+      'When `sweep-revocation-events` runs: deletes revocation-feed events older than `ACCESS_TOKEN_TTL` plus 60 s of clock skew, which no unexpired token can be affected by. Cron syntax, as above.',
+    default: '*/10 * * * *',
+    schema: cronExpression,
+  }),
+  REVOCATION_MAX_STALENESS: variable({
+    description:
+      'How old the in-memory revocation view may be for `check_revocation` to answer from it. The view follows the feed on a connection of its own (LISTEN/NOTIFY as the wake-up, reads at least every quarter of this, at most every 500ms); when that connection is lost or it has not read successfully for longer, `check_revocation` reads the database instead, so it never answers from a stale view. `0s` turns the view off: every `check_revocation` reads the database.',
+    default: '2s',
+    schema: duration(0, 600_000),
+  }),
   SWEEP_BATCH_SIZE: variable({
     description:
       'Rows a sweep deletes per transaction. Each batch locks only the rows it deletes (skipping rows another transaction holds), so a sweep never makes a login or refresh wait for long.',
@@ -424,6 +436,18 @@ export const variables = {
     default: '10s',
     schema: duration(0, 600_000),
   }),
+  MAX_REVOCATION_WATCHERS: variable({
+    description:
+      'WatchRevocations streams a replica keeps open at once. Beyond it a new stream is refused at once with RESOURCE_EXHAUSTED (`OVERLOADED`) and a RetryInfo (`OVERLOAD_RETRY_AFTER`). Each open stream holds at most `REVOCATION_WATCH_BUFFER` messages.',
+    default: '256',
+    schema: positiveInt(100_000),
+  }),
+  REVOCATION_WATCH_BUFFER: variable({
+    description:
+      'Revocation events a WatchRevocations stream may hold for a consumer that reads slower than they happen. Beyond it the stream ends with RESOURCE_EXHAUSTED (`OVERLOADED`) and the consumer resumes from its last cursor, reading the backlog from the database. Keep it above the largest burst of revocations expected at once (a user with many sessions disabled, say).',
+    default: '1000',
+    schema: positiveInt(1_000_000),
+  }),
 } as const;
 
 export type VariableName = keyof typeof variables;
@@ -434,3 +458,11 @@ type ValueOf<N extends VariableName> = z.output<(typeof variables)[N]['schema']>
 export type Config = {
   readonly [N in VariableName]: (typeof variables)[N] extends { default: string } | { derivedDefault: string } ? ValueOf<N> : ValueOf<N> | undefined;
 };
+
+/** Clock skew allowed between the machines that issue, check and revoke tokens. */
+export const CLOCK_SKEW_MS = 60_000;
+
+/** How long a revocation matters: an access token issued before it may be valid this long after. */
+export function revocationRelevanceMs(config: Pick<Config, 'ACCESS_TOKEN_TTL'>): number {
+  return config.ACCESS_TOKEN_TTL + CLOCK_SKEW_MS;
+}

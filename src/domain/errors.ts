@@ -24,6 +24,7 @@ export const REASON_KIND = {
   INVALID_CREDENTIALS: 'unauthenticated',
   TOKEN_INVALID: 'unauthenticated',
   TOKEN_EXPIRED: 'unauthenticated',
+  TOKEN_STALE: 'unauthenticated',
   SESSION_REVOKED: 'unauthenticated',
   SESSION_EXPIRED: 'unauthenticated',
   REFRESH_TOKEN_REUSED: 'unauthenticated',

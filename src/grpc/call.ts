@@ -98,7 +98,7 @@ function requestIdOf(metadata: Metadata): string | undefined {
   return value.slice(0, MAX_REQUEST_ID_LENGTH).replace(/[^\x20-\x7e]/g, '?');
 }
 
-function codeName(code: status): string {
+export function codeName(code: status): string {
   return status[code] ?? String(code);
 }
 
@@ -106,7 +106,7 @@ function codeName(code: status): string {
  * The handler's view of the call. `peer` and `signal` are built only when a handler asks for them:
  * this runs on every call, including the token-validation path, which needs neither.
  */
-function contextOf(method: string, call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): CallContext {
+export function contextOf(method: string, call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>): CallContext {
   let controller: AbortController | undefined;
   return {
     method,
@@ -151,13 +151,13 @@ function databaseDeadlineOf(call: ServerUnaryCall<unknown, unknown>): number {
 }
 
 /** Records one finished call: a metrics sample and one JSON log line (never the payload). */
-function recordCall(
+export function recordCall(
   deps: CallDependencies,
   method: string,
   metadata: Metadata,
   code: string,
   ms: number,
-  details?: { reason?: string; errorId?: string },
+  details?: { reason?: string; errorId?: string; messages?: number },
   level: 'info' | 'debug' = 'info',
 ): void {
   deps.metrics.rpcHandled(method, code, ms / 1000);

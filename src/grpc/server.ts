@@ -11,8 +11,10 @@ import { AuthServiceService } from '../generated/latchkey/auth/v1/auth_service.j
 import { SessionServiceService } from '../generated/latchkey/session/v1/session_service.js';
 import { implementService, withCallCodecs, type CallDependencies } from './call.js';
 import { createAuthHandlers } from './handlers/auth.js';
-import { createSessionHandlers } from './handlers/session.js';
+import { createSessionHandlers, type RevocationStreaming } from './handlers/session.js';
 import { addHealthService } from './health.js';
+import { OpenStreams } from './stream.js';
+import { DomainError } from '../domain/errors.js';
 
 export const AUTH_SERVICE = 'latchkey.auth.v1.AuthService';
 export const SESSION_SERVICE = 'latchkey.session.v1.SessionService';
@@ -46,16 +48,29 @@ export interface GrpcServer {
   /** Liveness: the `liveness` health name. */
   setAlive(alive: boolean): void;
   listen(host: string, port: number): Promise<number>;
-  /** Refuses new calls at once, lets in-flight calls finish for up to `timeoutMs`, then cancels them. */
+  /**
+   * Refuses new calls at once, ends open streams (WatchRevocations, health Watch) with UNAVAILABLE,
+   * lets in-flight calls finish for up to `timeoutMs`, then cancels them.
+   */
   shutdown(timeoutMs: number): Promise<{ forced: boolean }>;
 }
 
 export interface GrpcServices {
+  /** The replica's revocation view: `check_revocation` needs no database while it is fresh. */
+  readonly revocationView?: { readonly fresh: boolean };
+  /** The revocation feed for WatchRevocations: ordered catch-up reads and this replica's live follower. */
+  readonly revocations?: RevocationStreaming;
   readonly auth: AuthService;
   readonly accounts: AccountService;
   readonly sessions: SessionService;
   readonly callers: CallerAuthenticator;
 }
+
+/**
+ * How long shutdown waits for open streams to deliver their UNAVAILABLE before resetting them: a
+ * client that stopped reading never takes its status, and must not hold the shutdown.
+ */
+const STREAM_END_GRACE_MS = 500;
 
 export function createGrpcServer(deps: CallDependencies, services: GrpcServices, options: GrpcServerOptions): GrpcServer {
   const server = new Server({
@@ -75,14 +90,16 @@ export function createGrpcServer(deps: CallDependencies, services: GrpcServices,
     // drop in-flight calls as UNAVAILABLE instead of CANCELLED (test/e2e/process.test.ts).
   });
 
+  // Server streams never end by themselves: shutdown ends every one of them (see shutdown below).
+  const streams = new OpenStreams();
   server.addService(withCallCodecs(AuthServiceService), implementService(deps, AuthServiceService, createAuthHandlers(deps, services)));
   server.addService(
     withCallCodecs(SessionServiceService),
-    implementService(deps, SessionServiceService, createSessionHandlers(deps, services)),
+    implementService(deps, SessionServiceService, createSessionHandlers({ ...deps, streams }, services)),
   );
 
   const health = new HealthImplementation(Object.fromEntries([...HEALTH_SERVICES, LIVENESS_SERVICE].map((name) => [name, 'NOT_SERVING'])));
-  addHealthService(server, health, deps);
+  addHealthService(server, health, { ...deps, streams });
 
   const reflectionDefinition = loadSync(
     [`${PROTO_ROOT}/latchkey/auth/v1/auth_service.proto`, `${PROTO_ROOT}/latchkey/session/v1/session_service.proto`, healthProtoPath],
@@ -116,6 +133,12 @@ export function createGrpcServer(deps: CallDependencies, services: GrpcServices,
           clearTimeout(timer);
           resolve({ forced: false });
         });
+        // After tryShutdown, so that no stream starts unseen: every open stream (WatchRevocations,
+        // health Watch) ends now with UNAVAILABLE instead of holding the drain until the timeout.
+        void streams.endAll(
+          DomainError.unavailable('the server is shutting down; reconnect, to another replica if there is one (WatchRevocations: resume from the last cursor)'),
+          Math.min(timeoutMs, STREAM_END_GRACE_MS),
+        );
       });
     },
   };

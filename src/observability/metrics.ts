@@ -9,6 +9,8 @@ export interface Metrics {
   setDatabaseUp(up: boolean): void;
   /** Exposes the password hasher's load, read at scrape time. */
   observePasswordHashing(load: () => { running: number; queued: number }): void;
+  /** Exposes the revocation view's state, read at scrape time. */
+  observeRevocations(read: () => { lagSeconds: number; size: number; fallbacks: number }): void;
   /** Exposes admission control's state (call-scope.ts), read at scrape time. */
   observeAdmission(load: () => { calls: number; running: number; waiting: number; refused: number; dropped: number }): void;
   /** Session revocations by reason, and refresh-token reuse detections. */
@@ -67,6 +69,34 @@ export function createMetrics(): Metrics {
     },
     setDatabaseUp(up) {
       databaseUp.set(up ? 1 : 0);
+    },
+    observeRevocations(read) {
+      new Gauge({
+        name: 'latchkey_revocation_view_lag_seconds',
+        help: 'Seconds since the revocation view last read the feed successfully. Beyond REVOCATION_MAX_STALENESS, check_revocation reads the database.',
+        registers: [registry],
+        collect() {
+          const lag = read().lagSeconds;
+          this.set(Number.isFinite(lag) ? lag : -1);
+        },
+      });
+      new Gauge({
+        name: 'latchkey_revocation_view_entries',
+        help: 'Revoked sessions and users with removed roles the view holds (those within the access-token lifetime plus skew).',
+        registers: [registry],
+        collect() {
+          this.set(read().size);
+        },
+      });
+      new Counter({
+        name: 'latchkey_revocation_view_fallbacks_total',
+        help: 'check_revocation calls answered from the database because the view was not fresh enough.',
+        registers: [registry],
+        collect() {
+          this.reset();
+          this.inc(read().fallbacks);
+        },
+      });
     },
     observeAdmission(load) {
       const gauge = (name: string, help: string, read: (l: ReturnType<typeof load>) => number) =>

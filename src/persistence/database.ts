@@ -79,7 +79,7 @@ async function ping(orm: Orm, timeoutMs: number, signal?: AbortSignal): Promise<
     await Promise.race([
       orm.em.getConnection().execute(READINESS_PING),
       sleep(timeoutMs, undefined, { signal: timer }).then(() => {
-        throw new Error(`database ping timed out after ${timeoutMs}ms`);
+        throw new PingTimeoutError(timeoutMs);
       }),
     ]);
   } finally {
@@ -126,6 +126,15 @@ export type DatabaseStatus = 'available' | 'unavailable';
 export interface DatabaseProbe {
   ping(timeoutMs: number): Promise<ClockOffset>;
   close(): Promise<void>;
+  /** The ping waits in the request pool's queue (PoolProbe): a timeout while the pool is busy says "busy". */
+  readonly sharesPool?: boolean;
+}
+
+export class PingTimeoutError extends Error {
+  constructor(timeoutMs: number) {
+    super(`database ping timed out after ${timeoutMs}ms`);
+    this.name = 'PingTimeoutError';
+  }
 }
 
 /**
@@ -146,7 +155,7 @@ export class DedicatedProbe implements DatabaseProbe {
       // The verdict waits one turn of the event loop (setImmediate runs after the I/O poll): when a
       // flood kept the loop busy past the timeout, an answer already sitting in the socket wins,
       // so a busy process never reads as a database that is down.
-      timer = setTimeout(() => setImmediate(() => reject(new Error(`database ping timed out after ${timeoutMs}ms`))), timeoutMs);
+      timer = setTimeout(() => setImmediate(() => reject(new PingTimeoutError(timeoutMs))), timeoutMs);
     });
     try {
       const client = await Promise.race([this.#connected(timeoutMs), timeout]);
@@ -201,6 +210,8 @@ export class DedicatedProbe implements DatabaseProbe {
  * the first one's transaction). There, busy and down cannot be told apart by a connection anyway.
  */
 export class PoolProbe implements DatabaseProbe {
+  readonly sharesPool = true;
+
   constructor(private readonly orm: Orm) {}
 
   async ping(timeoutMs: number): Promise<ClockOffset> {
@@ -226,7 +237,13 @@ export class DatabaseMonitor {
 
   constructor(
     private readonly probe: DatabaseProbe,
-    private readonly options: { intervalMs: number; pingTimeoutMs: number; logger: Logger },
+    private readonly options: {
+      intervalMs: number;
+      pingTimeoutMs: number;
+      logger: Logger;
+      /** Whether calls' statements hold or wait for pool connections now (see DatabaseProbe.sharesPool). */
+      poolBusy?: () => boolean;
+    },
   ) {}
 
   get available(): boolean {
@@ -261,6 +278,9 @@ export class DatabaseMonitor {
         this.#clock = await this.probe.ping(this.options.pingTimeoutMs);
         this.#set('available');
       } catch (error) {
+        // A ping queued behind the calls on a single shared connection tells nothing new when it
+        // times out while they run: that is a busy pool. Connection errors still count.
+        if (error instanceof PingTimeoutError && this.probe.sharesPool && this.options.poolBusy?.()) return;
         this.#set('unavailable', error);
       } finally {
         this.#checking = undefined;

@@ -43,9 +43,10 @@ export async function createOrm(options: OrmOptions): Promise<Orm> {
       silent: true,
     },
     discovery: { warnWhenNoEntities: true },
-    // The migrations own the one database function (latchkey_before, the call-deadline guard);
-    // the schema diff must not propose to drop it for not being mirrored in entity metadata.
-    schemaGenerator: { ignoreRoutines: true },
+    // The migrations own the database functions and triggers (the call-deadline guard, the
+    // revocation feed's writers); the schema diff must not propose to drop them for not being
+    // mirrored in entity metadata.
+    schemaGenerator: { ignoreRoutines: true, ignoreTriggers: true },
     // At LOG_LEVEL=trace every SQL statement is logged (without its parameters, which can hold
     // password and token hashes): how an operator, or a test, sees what a call sends.
     debug: log.isLevelEnabled('trace') ? ['query'] : false,

@@ -6,7 +6,7 @@
  *
  *   npm run bench                 full run (about 8 minutes); rewrites BENCHMARKS.md
  *   npm run bench -- --quick      seconds per figure, small data, cost-4 hashes; for CI
- *   npm run bench -- --only=validate,refresh   some scenarios (validate, refresh, login, saturation, sweep, sweep2)
+ *   npm run bench -- --only=validate,refresh   some scenarios (validate, refresh, login, saturation, overload, sweep, sweep2)
  */
 import bcrypt from 'bcrypt';
 import { execFile } from 'node:child_process';
@@ -26,7 +26,7 @@ import { cpuBetween, cpuSnapshot, dbBetween, dbSnapshot, sampleWaits, waitsBetwe
 import { startServer, type BenchServer } from './server.js';
 import { latencyBetween, latencyOf, merged, perSecond, type Latency } from './stats.js';
 import { UnaryClient, grpcFrame } from './wire.js';
-import { HEALTH_CHECK, LOGIN, VALIDATE, type WorkerResult, type WorkerSpec } from './worker.js';
+import { HEALTH_CHECK, LOGIN, VALIDATE, type Gateway, type WorkerResult, type WorkerSpec } from './worker.js';
 
 const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
@@ -56,13 +56,22 @@ const overrides = Object.fromEntries(
 const serverNodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
 /** The server runs with the image's NODE_OPTIONS (V8 heap flags), read from the Dockerfile so the two cannot drift. */
 const imageNodeOptions = /^ENV NODE_OPTIONS="([^"]*)"$/m.exec(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1] ?? '';
-const SCENARIOS = 'validate,refresh,login,saturation,sweep,sweep2';
+const SCENARIOS = 'validate,refresh,login,saturation,overload,sweep,sweep2';
 const only = new Set((args.only ?? SCENARIOS).split(','));
 
 /** How long each figure is measured for, and how much data: seconds in --quick, minutes in full. */
 const plan = quick
   ? { warmupMs: 300, latencyMs: 1_500, h2loadSeconds: 2, h2loadWarmup: 1, h2loadRounds: 1, loginRounds: 1, loginMs: 3_000, users: 8, sessions: 32, sweepRows: 20_000, sweepBaselineMs: 3_000, bcryptCost: 4 }
   : { warmupMs: 1_000, latencyMs: 10_000, h2loadSeconds: 5, h2loadWarmup: 1, h2loadRounds: 3, loginRounds: 4, loginMs: 40_000, users: 16, sessions: 64, sweepRows: 1_000_000, sweepBaselineMs: 30_000, bcryptCost: 12 };
+/**
+ * The overload scenario: alternating rounds of bare bcrypt and of logins from a quiet source during
+ * a login flood (each round `bareMs` + `loginMs`), then ValidateToken without and during a refresh
+ * flood (`validateMs` each: under that flood single calls take seconds, so even --quick needs a few
+ * to record any). A flood runs `floodRampMs` before the measurement starts.
+ */
+const overloadPlan = quick
+  ? { rounds: 1, bareMs: 1_000, loginMs: 2_500, floodRampMs: 500, validateMs: 4_000 }
+  : { rounds: 3, bareMs: 5_000, loginMs: 15_000, floodRampMs: 2_000, validateMs: 8_000 };
 
 const VALIDATE_LEVELS = [1, 16, 64, 256];
 const SESSIONS_LOCK_KEY = sweepSessions({ revokedRetentionMs: 0 }).lockKey;
@@ -391,6 +400,200 @@ async function loginScenario(server: BenchServer, s: Seed, hash: string): Promis
   }
 }
 
+/** The service key the overload scenario's gateway presents (its server is started with it in SERVICE_API_KEYS). */
+const SERVICE_API_KEY = `bench-gateway-key-${randomBytes(16).toString('hex')}`;
+/** Two end-user addresses a gateway reports in `client.ip_address` (documentation ranges): two sources. */
+const FLOOD_SOURCE: Gateway = { apiKey: SERVICE_API_KEY, ipAddress: '198.51.100.66' };
+const QUIET_SOURCE: Gateway = { apiKey: SERVICE_API_KEY, ipAddress: '203.0.113.20' };
+const LOGIN_FLOOD_IN_FLIGHT = 100;
+/**
+ * After a refusal (RESOURCE_EXHAUSTED), a login-flood slot waits this long before its next attempt,
+ * ignoring the RetryInfo's 1 s: short enough that the flood's share of the queue is full at every
+ * moment, long enough that the load generator does not spend a core in a hot loop of refusals on
+ * the same two cores as the server's hashes (that would measure the bench client, not the server).
+ */
+const LOGIN_FLOOD_PAUSE_MS = Number(process.env.BENCH_LOGIN_FLOOD_PAUSE_MS ?? 50);
+const REFRESH_FLOOD_IN_FLIGHT = 10_000;
+/** 1,000 streams each: the server's GRPC_MAX_CONCURRENT_STREAMS, so every call is open at once. */
+const REFRESH_FLOOD_CONNECTIONS = 10;
+const VALIDATE_IN_FLIGHT_UNDER_FLOOD = 16;
+
+/** The server's resident set (VmRSS) sampled every `everyMs` until stop(); stop() gives the peak. */
+function sampleRss(pid: number, everyMs = 100): { stop(): { peakBytes: number; samples: number } } {
+  let peakBytes = 0;
+  let samples = 0;
+  const read = () => {
+    try {
+      const kb = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+      if (kb === undefined) return;
+      samples += 1;
+      peakBytes = Math.max(peakBytes, Number(kb) * 1024);
+    } catch {
+      // the process is gone; the caller finds out from its own calls
+    }
+  };
+  read();
+  const timer = setInterval(read, everyMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      read();
+      return { peakBytes, samples };
+    },
+  };
+}
+
+/** Answers by `code/reason`, summed over runs, most frequent first. */
+function outcomesOf(results: WorkerResult[]): Record<string, number> {
+  const sum: Record<string, number> = {};
+  for (const r of results) for (const [k, v] of Object.entries(r.outcomes ?? {})) sum[k] = (sum[k] ?? 0) + v;
+  return Object.fromEntries(Object.entries(sum).sort(([, a], [, b]) => b - a));
+}
+
+const fmtOutcomes = (outcomes: Record<string, number>) =>
+  Object.entries(outcomes)
+    .map(([k, v]) => `${k} ${v.toLocaleString('en')}`)
+    .join(', ');
+
+/**
+ * While `flood` runs (started here, stopped after `measure`): the server's RSS is sampled, the
+ * flood ramps up for `floodRampMs`, then `measure` runs. A flood that answered nothing stops the run.
+ */
+async function underFlood<T>(server: BenchServer, what: string, flood: WorkerSpec, measure: () => Promise<T>): Promise<{ measured: T; flood: WorkerResult; rss: { peakBytes: number; samples: number } }> {
+  const rss = sampleRss(server.pid);
+  const running = runWorkerProcess(flood);
+  let measured: T;
+  try {
+    await new Promise((r) => setTimeout(r, overloadPlan.floodRampMs));
+    measured = await measure();
+  } catch (error) {
+    running.stop();
+    const result = await running.result.catch((e: unknown) => (e as Error).message);
+    const peak = rss.stop();
+    log(`${what} when the measurement failed: ${typeof result === 'string' ? result : `answers ${fmtOutcomes(outcomesOf([result]))} in ${(result.elapsedMs / 1000).toFixed(1)} s`}; server peak RSS ${(peak.peakBytes / 1e6).toFixed(0)} MB`);
+    throw error;
+  }
+  running.stop();
+  // The flood's last calls finish after SIGTERM: the sampling goes on until the worker is done.
+  const result = await running.result;
+  const peak = rss.stop();
+  if (result.calls === 0) throw new Error(`${what}: the flood got no answer at all`);
+  return { measured, flood: result, rss: peak };
+}
+
+/**
+ * Issue 13's overload behaviour, on a server of its own started with SERVICE_API_KEYS: (1) logins
+ * from one end-user address while another floods wrong passwords for one account through the same
+ * gateway, against bare bcrypt in alternating rounds; (2) ValidateToken without and during a
+ * RefreshToken flood of 10,000 calls in flight; (3) the server's RSS during both floods.
+ */
+async function overloadScenario(target: Target, dataDir: string, outDir: string, hash: string): Promise<BenchServer> {
+  const server = await startServer(serverEnv(target, dataDir, { SERVICE_API_KEYS: SERVICE_API_KEY }), path.join(outDir, 'server-overload.log'), serverNodeArgs);
+  try {
+    const victim = 'bench-overload-victim@example.com';
+    const user = 'bench-overload-user@example.com';
+    const client = await UnaryClient.connect(server.grpcPort);
+    for (const email of [victim, user]) {
+      const r = await client.call('/latchkey.auth.v1.AuthService/Register', grpcFrame(RegisterRequest.encode(RegisterRequest.fromPartial({ email, password: PASSWORD })).finish()));
+      if (r.code !== 0) throw new Error(`seeding: Register failed with ${r.code} ${r.statusMessage}`);
+    }
+    client.close();
+    const accessToken = (await newSessions(server, [user], 1))[0]!.accessToken;
+
+    // 1. A quiet source's logins during a login flood from another source, against bare bcrypt.
+    const bareRuns: WorkerResult[] = [];
+    const loginRuns: WorkerResult[] = [];
+    const loginFloods: WorkerResult[] = [];
+    let loginFloodRss = 0;
+    const queue: string[] = [];
+    for (let round = 0; round < overloadPlan.rounds; round++) {
+      bareRuns.push(checked('bcrypt.compare', await work({ kind: 'bcrypt', password: PASSWORD, hash, ...common(server, 1, overloadPlan.bareMs) })));
+      const run = await underFlood(
+        server,
+        'login flood',
+        { kind: 'login-flood', email: victim, via: FLOOD_SOURCE, pauseAfterRefusalMs: LOGIN_FLOOD_PAUSE_MS, ...common(server, LOGIN_FLOOD_IN_FLIGHT, 0), warmupMs: 0 },
+        async () => {
+          const login = work({ kind: 'login', emails: [user], password: PASSWORD, via: QUIET_SOURCE, ...common(server, 1, overloadPlan.loginMs) });
+          await new Promise((r) => setTimeout(r, overloadPlan.loginMs / 2));
+          queue.push(`running ${await server.metric('latchkey_password_hashes_running')}, queued ${await server.metric('latchkey_password_hashes_queued')}`);
+          // Every login of the quiet source must succeed: a refusal or a failure stops the run.
+          return checked('Login from a quiet source during a login flood', await login);
+        },
+      );
+      loginRuns.push(run.measured);
+      loginFloods.push(run.flood);
+      loginFloodRss = Math.max(loginFloodRss, run.rss.peakBytes);
+    }
+    const bare = merged(bareRuns);
+    const login = merged(loginRuns);
+    const bareLatency = latencyOf(bare);
+    const latency = latencyOf(login);
+    const loginOutcomes = outcomesOf(loginFloods);
+    const loginFloodSeconds = loginFloods.reduce((n, r) => n + r.elapsedMs, 0) / 1000;
+    const loginRatio = latency.p50 / bareLatency.p50;
+    record({
+      scenario: 'overload',
+      name: `Login, 1 in flight, from one source while another floods wrong-password logins (${LOGIN_FLOOD_IN_FLIGHT} in flight)`,
+      inFlight: 1,
+      throughput: perSecond(login),
+      latency,
+      limit: { name: `bare bcrypt.compare, cost ${plan.bcryptCost}, 1 in flight`, throughput: perSecond(bare), latency: bareLatency },
+      ratio: loginRatio,
+      notes: `ratio is p50 / bare bcrypt p50; flood pauses ${LOGIN_FLOOD_PAUSE_MS} ms after a refusal; flood answers (${loginFloodSeconds.toFixed(1)} s): ${fmtOutcomes(loginOutcomes)}; hashes mid-window: ${queue.join(' / ')}`,
+      diagnostics: { floodOutcomes: loginOutcomes, floodSeconds: loginFloodSeconds, hashesMidWindow: queue },
+      display: `${fmtLatency(latency)}; bare bcrypt p50 ${bareLatency.p50} ms; p50 ratio ${loginRatio.toFixed(2)}; flood answers ${fmtOutcomes(loginOutcomes)} in ${loginFloodSeconds.toFixed(1)} s; hashes ${queue.join(' / ')}`,
+    });
+
+    // 2. ValidateToken at the same in-flight count without, then during, a refresh flood.
+    const validate = (label: string) =>
+      // Calls started in the window count even if they end after it: under the flood one takes seconds.
+      work({ kind: 'validate', accessToken, checkRevocation: false, ...common(server, VALIDATE_IN_FLIGHT_UNDER_FLOOD, overloadPlan.validateMs), finishInFlight: true }).then((r) => checked(label, r));
+    const quiet = latencyOf(await validate('ValidateToken without a flood'));
+    record({
+      scenario: 'overload',
+      name: `ValidateToken, ${VALIDATE_IN_FLIGHT_UNDER_FLOOD} in flight, no flood (overload scenario's server)`,
+      inFlight: VALIDATE_IN_FLIGHT_UNDER_FLOOD,
+      latency: quiet,
+      display: fmtLatency(quiet),
+    });
+    const refresh = await underFlood(
+      server,
+      'refresh flood',
+      { kind: 'refresh-flood', port: server.grpcPort, concurrency: REFRESH_FLOOD_IN_FLIGHT, connections: REFRESH_FLOOD_CONNECTIONS, durationMs: 0, warmupMs: 0 },
+      () => validate('ValidateToken during a refresh flood'),
+    );
+    const during = latencyOf(refresh.measured);
+    const refreshOutcomes = outcomesOf([refresh.flood]);
+    const refreshSeconds = refresh.flood.elapsedMs / 1000;
+    record({
+      scenario: 'overload',
+      name: `ValidateToken, ${VALIDATE_IN_FLIGHT_UNDER_FLOOD} in flight, during a RefreshToken flood (${REFRESH_FLOOD_IN_FLIGHT.toLocaleString('en')} in flight, random tokens)`,
+      inFlight: VALIDATE_IN_FLIGHT_UNDER_FLOOD,
+      throughput: perSecond(refresh.measured),
+      latency: during,
+      ratio: during.p99 / quiet.p99,
+      notes: `ratio is p99 / p99 without the flood; flood answers (${refreshSeconds.toFixed(1)} s): ${fmtOutcomes(refreshOutcomes)}`,
+      diagnostics: { floodOutcomes: refreshOutcomes, floodSeconds: refreshSeconds, withoutFlood: quiet },
+      display: `${fmtLatency(during)}; without the flood p99 ${quiet.p99} ms (ratio ${(during.p99 / quiet.p99).toFixed(2)}); flood answers ${fmtOutcomes(refreshOutcomes)} in ${refreshSeconds.toFixed(1)} s`,
+    });
+
+    // 3. The server's memory during the floods.
+    const peakBytes = Math.max(loginFloodRss, refresh.rss.peakBytes);
+    const hwm = await server.peakRss();
+    record({
+      scenario: 'overload',
+      name: 'Server peak RSS during the floods (VmRSS sampled every 100 ms)',
+      peakRssBytes: peakBytes,
+      notes: `login flood ${(loginFloodRss / 1e6).toFixed(0)} MB, refresh flood ${(refresh.rss.peakBytes / 1e6).toFixed(0)} MB (${refresh.rss.samples} samples); this server's VmHWM ${(hwm / 1e6).toFixed(0)} MB`,
+      display: `${(peakBytes / 1e6).toFixed(0)} MB (login flood ${(loginFloodRss / 1e6).toFixed(0)} MB, refresh flood ${(refresh.rss.peakBytes / 1e6).toFixed(0)} MB; VmHWM ${(hwm / 1e6).toFixed(0)} MB)`,
+    });
+    return server;
+  } catch (error) {
+    await server.stop().catch(() => undefined);
+    throw error;
+  }
+}
+
 async function saturationScenario(server: BenchServer, s: Seed): Promise<void> {
   // More logins in flight than hash slots, fewer than the queue limit: every slot stays busy.
   const logins = runWorkerProcess({ kind: 'login', emails: s.emails, password: PASSWORD, ...common(server, 16, 0), warmupMs: 0 });
@@ -581,6 +784,13 @@ async function main(): Promise<void> {
     peakRss = Math.max(peakRss, await server.peakRss());
     await server.stop();
     server = undefined;
+    if (only.has('overload')) {
+      // Its own server (with SERVICE_API_KEYS): its peak RSS under 10,000 calls in flight is its
+      // own row, with its own bound, and is not counted in the run's peak below.
+      const srv = await overloadScenario(target, dataDir, outDir, hash);
+      peakRssAfter.overload = await srv.peakRss();
+      await srv.stop();
+    }
     for (const [name, replicas] of [['sweep', 1], ['sweep2', 2]] as const) {
       if (!only.has(name)) continue;
       if (target.kind !== 'postgresql') {
@@ -598,7 +808,7 @@ async function main(): Promise<void> {
     rmSync(dataDir, { recursive: true, force: true });
   }
   const steps = Object.entries(peakRssAfter)
-    .map(([name, bytes]) => `after ${name} ${(bytes / 1e6).toFixed(0)} MB`)
+    .map(([name, bytes]) => `after ${name} ${(bytes / 1e6).toFixed(0)} MB${name === 'overload' ? ' (its own server, under floods: not counted here, see its own row)' : ''}`)
     .join(', ');
   record({ scenario: 'memory', name: 'Server peak RSS (VmHWM) over the run', peakRssBytes: peakRss, notes: steps, display: `${(peakRss / 1e6).toFixed(0)} MB (${steps})` });
 

@@ -16,6 +16,8 @@ export interface UnaryResult {
   readonly message: Buffer;
   /** `reason` of an error's detail is not decoded here; the status message is enough to report. */
   readonly statusMessage: string;
+  /** `grpc-status-details-bin` as sent (base64 google.rpc.Status), for callers that tally reasons. */
+  readonly details?: string;
 }
 
 /**
@@ -42,12 +44,15 @@ export class UnaryClient {
       const chunks: Buffer[] = [];
       let code = -1;
       let statusMessage = '';
+      let details: string | undefined;
       const status = (h: http2.IncomingHttpHeaders) => {
         const value = h['grpc-status'];
         if (typeof value === 'string') {
           code = Number(value);
           const m = h['grpc-message'];
           statusMessage = typeof m === 'string' ? decodeURIComponent(m) : '';
+          const d = h['grpc-status-details-bin'];
+          details = typeof d === 'string' ? d : undefined;
         }
       };
       stream.on('response', status);
@@ -56,7 +61,7 @@ export class UnaryClient {
       stream.on('error', () => undefined);
       stream.on('close', () => {
         const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-        resolve({ code, message: body.length >= 5 ? body.subarray(5) : Buffer.alloc(0), statusMessage });
+        resolve({ code, message: body.length >= 5 ? body.subarray(5) : Buffer.alloc(0), statusMessage, ...(details ? { details } : {}) });
       });
       stream.end(frame);
     });

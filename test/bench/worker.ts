@@ -7,7 +7,10 @@
 import bcrypt from 'bcrypt';
 import pg from 'pg';
 import * as hdr from 'hdr-histogram-js';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import { ErrorInfo } from '../../src/generated/google/rpc/error_details.js';
+import { Status } from '../../src/generated/google/rpc/status.js';
 import { LoginRequest, RefreshTokenRequest, RefreshTokenResponse, ValidateTokenRequest } from '../../src/generated/latchkey/auth/v1/auth_service.js';
 import { ROTATE_SQL } from '../../src/persistence/repositories/sessions.js';
 import { connectAll, grpcFrame, type UnaryClient, type UnaryResult } from './wire.js';
@@ -15,10 +18,23 @@ import { connectAll, grpcFrame, type UnaryClient, type UnaryResult } from './wir
 export type WorkerSpec =
   | (Common & { kind: 'health' })
   | (Common & { kind: 'validate'; accessToken: string; checkRevocation: boolean })
-  | (Common & { kind: 'login'; emails: string[]; password: string })
+  | (Common & { kind: 'login'; emails: string[]; password: string; via?: Gateway })
+  /** Wrong passwords for one account from one end-user address, through a gateway; answers are tallied, not failures. */
+  | (Common & { kind: 'login-flood'; email: string; via: Gateway; pauseAfterRefusalMs: number })
+  /** Random well-formed refresh tokens (`<uuid>.<43 base64url chars>`), a new one per call; answers are tallied, not failures. */
+  | (Common & { kind: 'refresh-flood' })
   | (Common & { kind: 'refresh'; refreshTokens: string[] })
   | (Common & { kind: 'bcrypt'; password: string; hash: string })
   | (Common & { kind: 'statement'; databaseUrl: string; sessionIds: string[]; hash: string; poolMax: number });
+
+/**
+ * A gateway holding a service API key that reports its end user's address in `client.ip_address`
+ * (the address is then the call's source for the hashing queue's fairness).
+ */
+export interface Gateway {
+  readonly apiKey: string;
+  readonly ipAddress: string;
+}
 
 interface Common {
   readonly port: number;
@@ -31,6 +47,11 @@ interface Common {
   readonly warmupMs: number;
   /** Also return every call's [start, latency] in ms (for slow, windowed scenarios such as logins during a sweep). */
   readonly samples?: boolean;
+  /**
+   * Record every call started in the window, also those that end after it (the worker waits for
+   * them), instead of dropping them: when single calls take seconds, dropping them keeps only the fast.
+   */
+  readonly finishInFlight?: boolean;
 }
 
 export interface WorkerResult {
@@ -43,6 +64,8 @@ export interface WorkerResult {
   readonly histogram: string;
   /** [epoch ms at start, latency ms] of every recorded call, when asked. */
   readonly samples?: Array<[number, number]>;
+  /** Floods only: every answer in the window by `code/reason` (e.g. `8/OVERLOADED`, `16/INVALID_CREDENTIALS`, `-1/` for a stream without a status). */
+  readonly outcomes?: Record<string, number>;
 }
 
 export const HEALTH_CHECK = '/grpc.health.v1.Health/Check';
@@ -68,10 +91,29 @@ function stepsFor(spec: WorkerSpec): (slot: number) => Step {
       return () => (client) => client.call(VALIDATE, frame);
     }
     case 'login': {
-      const frames = spec.emails.map((email) => grpcFrame(LoginRequest.encode(LoginRequest.fromPartial({ email, password: spec.password })).finish()));
+      const via = spec.via;
+      const client = via ? { ipAddress: via.ipAddress, userAgent: 'latchkey-bench', deviceName: '' } : undefined;
+      const frames = spec.emails.map((email) => grpcFrame(LoginRequest.encode(LoginRequest.fromPartial({ email, password: spec.password, client })).finish()));
+      const headers: Record<string, string> = via ? { 'x-api-key': via.apiKey } : {};
       let next = 0;
-      return () => (client) => client.call(LOGIN, frames[next++ % frames.length]!);
+      return () => (c) => c.call(LOGIN, frames[next++ % frames.length]!, headers);
     }
+    case 'login-flood': {
+      const client = { ipAddress: spec.via.ipAddress, userAgent: 'latchkey-bench-flood', deviceName: '' };
+      const headers = { 'x-api-key': spec.via.apiKey };
+      return (slot) => {
+        const frame = grpcFrame(LoginRequest.encode(LoginRequest.fromPartial({ email: spec.email, password: `wrong password ${slot}`, client })).finish());
+        return async (c) => {
+          const result = await c.call(LOGIN, frame, headers);
+          // RESOURCE_EXHAUSTED: a short pause before the next attempt (see docs/benchmarks.md).
+          if (result.code === 8 && spec.pauseAfterRefusalMs > 0) await new Promise((r) => setTimeout(r, spec.pauseAfterRefusalMs));
+          return result;
+        };
+      };
+    }
+    case 'refresh-flood':
+      return () => (c) =>
+        c.call(REFRESH, grpcFrame(RefreshTokenRequest.encode({ refreshToken: `${randomUUID()}.${randomBytes(32).toString('base64url')}`, client: undefined }).finish()));
     case 'refresh': {
       // Each slot owns the sessions slot, slot + C, slot + 2C, … and takes them in turn; every
       // refresh presents the token the previous refresh of that session returned, so each call is
@@ -127,6 +169,8 @@ export async function runWorker(spec: WorkerSpec): Promise<WorkerResult> {
   const histogram = newHistogram();
   const failures: Record<string, number> = {};
   const samples: Array<[number, number]> = [];
+  const isFlood = spec.kind === 'login-flood' || spec.kind === 'refresh-flood';
+  const outcomes: Record<string, number> = {};
   let calls = 0;
   let ok = 0;
   const started = performance.now();
@@ -148,13 +192,17 @@ export async function runWorker(spec: WorkerSpec): Promise<WorkerResult> {
       const t0 = performance.now();
       const result = await step(client);
       const t1 = performance.now();
-      if (t0 < recordFrom || t1 > stopAt) continue;
+      if (t0 < recordFrom || (t1 > stopAt && !spec.finishInFlight)) continue;
       calls += 1;
+      if (isFlood) {
+        const key = `${result.code}/${reasonOf(result.details)}`;
+        outcomes[key] = (outcomes[key] ?? 0) + 1;
+      }
       if (result.code === 0) {
         ok += 1;
         histogram.recordValue(Math.max(1, Math.round((t1 - t0) * 1000)));
         if (spec.samples) samples.push([performance.timeOrigin + t0, t1 - t0]);
-      } else {
+      } else if (!isFlood) {
         const key = `${result.code}: ${result.statusMessage}`.slice(0, 200);
         failures[key] = (failures[key] ?? 0) + 1;
       }
@@ -173,7 +221,21 @@ export async function runWorker(spec: WorkerSpec): Promise<WorkerResult> {
     elapsedMs,
     histogram: hdr.encodeIntoCompressedBase64(histogram),
     ...(spec.samples ? { samples } : {}),
+    ...(isFlood ? { outcomes } : {}),
   };
+}
+
+/** The google.rpc.ErrorInfo reason in a `grpc-status-details-bin` value, or ''. */
+function reasonOf(details: string | undefined): string {
+  if (!details) return '';
+  try {
+    for (const any of Status.decode(Buffer.from(details, 'base64')).details) {
+      if (any.typeUrl.endsWith('/google.rpc.ErrorInfo')) return ErrorInfo.decode(any.value).reason;
+    }
+  } catch {
+    return 'undecodable';
+  }
+  return '';
 }
 
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/^.*\//, '/'))) {

@@ -59,6 +59,14 @@ async function seed(): Promise<void> {
   for (const occurredAt of [ago(400 * DAY), ago(91 * DAY), ago(DAY)]) {
     await query(db.url, `insert into audit_events (occurred_at, event_type) values ($1, 'test')`, [occurredAt]);
   }
+  // Revocation events: two older than the access-token lifetime plus skew (15 min + 1 min), one not.
+  for (const occurredAt of [ago(DAY), ago(17 * 60_000), ago(60_000)]) {
+    await query(
+      db.url,
+      `insert into revocation_events (kind, session_id, user_id, reason, occurred_at) values ('session', gen_random_uuid(), gen_random_uuid(), 'LOGOUT', $1)`,
+      [occurredAt],
+    );
+  }
 }
 
 it('`latchkey sweep` runs every sweep once, prints one line per job with its counts, and exits 0', async () => {
@@ -72,12 +80,19 @@ it('`latchkey sweep` runs every sweep once, prints one line per job with its cou
     expect.stringMatching(/^sweep-sessions: completed, 5 rows deleted in 3 batches \(\d+ ms\)$/),
     expect.stringMatching(/^sweep-one-time-tokens: completed, 2 rows deleted in 2 batches \(\d+ ms\)$/),
     expect.stringMatching(/^sweep-audit-events: completed, 2 rows deleted in 1 batches \(\d+ ms\)$/),
+    expect.stringMatching(/^sweep-revocation-events: completed, 2 rows deleted in 1 batches \(\d+ ms\)$/),
   ]);
   expect(result.logs.filter((line) => line.msg === 'sweep run finished').map((line) => [line.job, line.rowsDeleted])).toEqual([
     ['sweep-sessions', 5],
     ['sweep-one-time-tokens', 2],
     ['sweep-audit-events', 2],
+    ['sweep-revocation-events', 2],
   ]);
+  // The feed's horizon moved to the last deleted event: cursors before it are expired.
+  expect(await count(db.url, 'revocation_events')).toBe(1);
+  expect(
+    await query<{ behind: boolean }>(db.url, `select (h.xid, h.event_id) < (e.xid, e.id) as behind from revocation_feed_horizon h, revocation_events e`),
+  ).toEqual([{ behind: true }]);
   expect(await ids(db.url, 'sessions')).toEqual(seedIds(3, 4));
   expect(await ids(db.url, 'one_time_tokens')).toEqual([seedId(4, 3)]);
   expect(await count(db.url, 'audit_events')).toBe(1);
@@ -89,6 +104,7 @@ it('`latchkey sweep` runs every sweep once, prints one line per job with its cou
     'sweep-sessions: completed, 0 rows deleted',
     'sweep-one-time-tokens: completed, 0 rows deleted',
     'sweep-audit-events: completed, 0 rows deleted',
+    'sweep-revocation-events: completed, 0 rows deleted',
   ]);
 });
 
@@ -106,6 +122,7 @@ it('`latchkey sweep` exits 1 with the reason on stderr when a sweep fails, after
     expect.stringMatching(/^sweep-sessions: completed, 2 rows deleted in 3 batches/),
     expect.stringMatching(/^sweep-one-time-tokens: failed, 0 rows deleted in 0 batches/),
     expect.stringMatching(/^sweep-audit-events: completed, 0 rows deleted in 1 batches/),
+    expect.stringMatching(/^sweep-revocation-events: completed, 0 rows deleted in 1 batches/),
   ]);
   expect(result.logs.filter((line) => line.level === 'error').map((line) => [line.msg, line.job])).toEqual([
     ['sweep run failed', 'sweep-one-time-tokens'],

@@ -91,7 +91,8 @@ describe('graceful shutdown', () => {
     expect(server.child.exitCode).toBeNull();
     expect(logLine(server, 'latchkey stopped')).toBeUndefined();
 
-    // The Watch stream would hold shutdown open until SHUTDOWN_TIMEOUT: its client hangs up.
+    // Shutdown ended the Watch stream itself (UNAVAILABLE), so it does not hold the drain.
+    expect((await within(watch.ended, PROMPTLY, 'the Watch stream to end', server)).code).toBe(status.UNAVAILABLE);
     watch.cancel();
 
     // The rest of the request arrives after SIGTERM; the call completes with a real status.
@@ -143,10 +144,10 @@ describe('graceful shutdown', () => {
     expect(logLine(server, 'shutting down')).toMatchObject({ signal: 'SIGTERM', shutdownTimeoutMs: 1_000 });
     expect(logLine(server, 'latchkey stopped')).toMatchObject({ forced: true });
 
-    // Both calls were cut off rather than completed: the Watch ends with an error status, the
-    // half-sent request never got a gRPC status, and its handler never ran.
+    // The Watch was ended by shutdown at once (UNAVAILABLE); the half-sent request was cut off
+    // rather than completed: it never got a gRPC status, and its handler never ran.
     const watchEnd = await within(watch.ended, PROMPTLY, 'the Watch stream to end');
-    expect(watchEnd.code).toBe(status.CANCELLED);
+    expect(watchEnd.code).toBe(status.UNAVAILABLE);
     const outcome = await within(raw.outcome, PROMPTLY, 'the unfinished call to be cut off');
     expect(outcome.headers).toBeUndefined();
     expect(outcome.status).toBeUndefined();

@@ -56,6 +56,7 @@ it('schedules nothing under NODE_ENV=test unless SCHEDULER_ENABLED=true', async 
     { job: 'sweep-sessions', schedule: '*/30 * * * *' },
     { job: 'sweep-one-time-tokens', schedule: '15 * * * *' },
     { job: 'sweep-audit-events', schedule: '45 3 * * *' },
+    { job: 'sweep-revocation-events', schedule: '*/10 * * * *' },
   ]);
 });
 

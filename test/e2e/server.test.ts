@@ -94,22 +94,6 @@ describe('RPCs not built yet', () => {
     expect(error?.details).toBe('latchkey.auth.v1.AuthService.GetUser is not implemented yet');
     expect(errorDetails(error)).toEqual({ reason: 'UNIMPLEMENTED', domain: 'latchkey', fields: [] });
   });
-
-  it('WatchRevocations (a server stream) answers UNIMPLEMENTED naming the RPC', async () => {
-    const c = sessionClient(app.grpcPort);
-    try {
-      const error = await new Promise<ServiceError>((resolve) => {
-        const stream = c.watchRevocations({ sinceCursor: '' });
-        stream.on('data', () => undefined);
-        stream.on('error', resolve);
-      });
-      expect(error.code).toBe(status.UNIMPLEMENTED);
-      expect(error.details).toBe('latchkey.session.v1.SessionService.WatchRevocations is not implemented yet');
-      expect(errorDetails(error).reason).toBe('UNIMPLEMENTED');
-    } finally {
-      c.close();
-    }
-  });
 });
 
 describe('hostile transport input', () => {

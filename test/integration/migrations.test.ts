@@ -32,7 +32,17 @@ it('starts from an empty database', async () => {
 it('applies every migration to an empty database', async () => {
   const applied = await orm.migrator.up();
   expect(applied.map((m) => m.name)).toEqual(MIGRATIONS);
-  expect(await tables()).toEqual(['audit_events', 'mikro_orm_migrations', 'one_time_tokens', 'scheduler_leases', 'sessions', 'signing_keys', 'users']);
+  expect(await tables()).toEqual([
+    'audit_events',
+    'mikro_orm_migrations',
+    'one_time_tokens',
+    'revocation_events',
+    'revocation_feed_horizon',
+    'scheduler_leases',
+    'sessions',
+    'signing_keys',
+    'users',
+  ]);
 });
 
 it('is a no-op the second time', async () => {
@@ -113,5 +123,15 @@ it('rolls back cleanly (down) and re-applies', async () => {
   await orm.migrator.down({ to: 0 });
   expect(await tables()).toEqual(['mikro_orm_migrations']);
   await orm.migrator.up();
-  expect(await tables()).toEqual(['audit_events', 'mikro_orm_migrations', 'one_time_tokens', 'scheduler_leases', 'sessions', 'signing_keys', 'users']);
+  expect(await tables()).toEqual([
+    'audit_events',
+    'mikro_orm_migrations',
+    'one_time_tokens',
+    'revocation_events',
+    'revocation_feed_horizon',
+    'scheduler_leases',
+    'sessions',
+    'signing_keys',
+    'users',
+  ]);
 });

@@ -284,6 +284,7 @@ export class AccountService {
     const userId = this.knownIdShape(id!);
     const user = await accounts.setRoles(this.em(), userId, roles!, this.now(), actorOf(caller));
     if (!user) throw userNotFound();
+    this.deps.events.rolesChanged?.();
     return user;
   }
 

@@ -5,6 +5,7 @@ import { outsideCall } from '../../persistence/call-scope.js';
 import { auditEvents } from '../../persistence/repositories/audit.js';
 import { sessions, type SessionState } from '../../persistence/repositories/sessions.js';
 import type { SessionEvents } from '../sessions/revocation.js';
+import type { RevocationView } from '../revocations/view.js';
 import { sessionStatusAt } from '../sessions/session-state.js';
 import { users, type UserRecord } from '../../persistence/repositories/users.js';
 import type { Clock } from '../clock.js';
@@ -44,6 +45,8 @@ export interface AuthServiceDependencies {
   readonly clock: Clock;
   readonly logger: Logger;
   readonly events: SessionEvents;
+  /** The replica's in-memory revocation view; without it, `check_revocation` always reads the database. */
+  readonly revocations?: Pick<RevocationView, 'verdict'>;
 }
 
 export interface IssuedTokens {
@@ -63,6 +66,8 @@ const invalidRefreshToken = () => new DomainError('TOKEN_INVALID', 'the refresh 
 const accountDisabled = () => new DomainError('ACCOUNT_DISABLED', 'this account is disabled');
 const sessionRevoked = () => new DomainError('SESSION_REVOKED', 'the session has been revoked');
 const sessionExpired = () => new DomainError('SESSION_EXPIRED', 'the session has expired');
+const tokenStale = () =>
+  new DomainError('TOKEN_STALE', 'the access token carries a role the user no longer has; refresh it to get one with the current roles');
 const refreshTokenReused = () =>
   new DomainError('REFRESH_TOKEN_REUSED', 'a rotated-out refresh token was presented; the session has been revoked');
 
@@ -190,7 +195,7 @@ export class AuthService {
     }
     if (needsRehash) this.rehashInBackground(user, text!);
 
-    return { user: { ...user, lastLoginAt: now }, sessionId, tokens: this.issue(sessionId, secret, user.id, user, idleExpiresAt) };
+    return { user: { ...user, lastLoginAt: now }, sessionId, tokens: this.issue(sessionId, secret, user.id, user, idleExpiresAt, absoluteExpiresAt) };
   }
 
   private async auditFailedLogin(
@@ -250,7 +255,7 @@ export class AuthService {
       idleExpiresAt: new Date(now.getTime() + this.deps.sessionPolicy.idleTimeoutMs),
       client,
     });
-    if (rotated) return this.issue(presented.sessionId, nextSecret, rotated.userId, rotated, rotated.idleExpiresAt);
+    if (rotated) return this.issue(presented.sessionId, nextSecret, rotated.userId, rotated, rotated.idleExpiresAt, rotated.absoluteExpiresAt);
 
     const state = await sessions.state(em, presented.sessionId);
     const behind = state && this.generationsBehind(presented, state, nextSecret);
@@ -260,7 +265,7 @@ export class AuthService {
       // A retry of the token rotated moments ago: the holder gets the current pair again.
       const ended = whyNotActive(state, now);
       if (ended) throw ended;
-      return this.issue(presented.sessionId, nextSecret, state.userId, state.user, state.idleExpiresAt);
+      return this.issue(presented.sessionId, nextSecret, state.userId, state.user, state.idleExpiresAt, state.absoluteExpiresAt);
     }
     throw await this.reuseDetected(em, presented.sessionId, behind, now, client);
   }
@@ -271,8 +276,11 @@ export class AuthService {
     userId: string,
     user: { email: string; roles: readonly string[] },
     idleExpiresAt: Date,
+    absoluteExpiresAt: Date,
   ): IssuedTokens {
-    const access = this.deps.accessTokens.issue({ userId, sessionId, email: user.email, roles: user.roles });
+    // Never past the session's end (idle or absolute): see AccessTokens.issue.
+    const sessionEnds = new Date(Math.min(idleExpiresAt.getTime(), absoluteExpiresAt.getTime()));
+    const access = this.deps.accessTokens.issue({ userId, sessionId, email: user.email, roles: user.roles }, sessionEnds);
     return {
       accessToken: access.token,
       accessTokenExpiresAt: new Date(access.claims.expiresAt * 1000),
@@ -338,13 +346,22 @@ export class AuthService {
   }
 
   /**
-   * Verifies an access token locally. With `checkRevocation`, also reads the session: one primary
-   * key lookup, so a revocation on any replica is seen at once.
+   * Verifies an access token locally. With `checkRevocation`, also checks that its session was
+   * not revoked and that the user still has every role it carries: from the replica's revocation
+   * view while that is fresh (no database read), otherwise from the session's row (one primary-key
+   * lookup), so a revocation on any replica is seen within REVOCATION_MAX_STALENESS at most.
    */
   async validate(input: { accessToken: string; checkRevocation: boolean }): Promise<AccessTokenClaims> {
     valid(checkRequiredText('access_token', input.accessToken, MAX_ACCESS_TOKEN_LENGTH));
     const claims = this.deps.accessTokens.verify(input.accessToken);
-    if (input.checkRevocation) await this.activeSessionOf(claims);
+    if (!input.checkRevocation) return claims;
+    const verdict = this.deps.revocations?.verdict(claims) ?? 'unknown';
+    if (verdict === 'revoked') throw sessionRevoked();
+    if (verdict === 'stale') throw tokenStale();
+    if (verdict === 'unknown') {
+      const session = await this.activeSessionOf(claims);
+      if (claims.roles.some((role) => !session.user.roles.includes(role))) throw tokenStale();
+    }
     return claims;
   }
 

@@ -24,4 +24,6 @@ export interface SessionEvents {
   revoked(reason: RevocationReason, count: number): void;
   /** A rotated-out refresh token was presented: every detection, even for a session already ended. */
   reuseDetected(): void;
+  /** A user's roles were replaced (a removal makes the user's older tokens stale). */
+  rolesChanged?(): void;
 }

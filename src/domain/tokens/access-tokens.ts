@@ -79,9 +79,15 @@ export class AccessTokens {
     this.verified = size > 0 ? new LRUCache({ max: size }) : undefined;
   }
 
-  issue(subject: AccessTokenSubject): { token: string; claims: AccessTokenClaims } {
+  /**
+   * Signs a token for `subject`, valid for the configured lifetime but never past `notAfter` (the
+   * session's absolute expiry): a token then never outlives its session, which is what lets the
+   * revocation view answer `check_revocation` without reading the session's expiry.
+   */
+  issue(subject: AccessTokenSubject, notAfter?: Date): { token: string; claims: AccessTokenClaims } {
     const issuedAt = Math.floor(this.clock.now() / 1000);
-    const expiresAt = issuedAt + Math.floor(this.options.ttlMs / 1000);
+    const lifetimeEnd = issuedAt + Math.floor(this.options.ttlMs / 1000);
+    const expiresAt = notAfter ? Math.max(issuedAt + 1, Math.min(lifetimeEnd, Math.floor(notAfter.getTime() / 1000))) : lifetimeEnd;
     const tokenId = randomUUID();
     const payload = {
       iss: this.options.issuer,

@@ -93,7 +93,7 @@ function toTokenPair(tokens: IssuedTokens): TokenPair {
  */
 export function createAuthHandlers(
   deps: CallDependencies,
-  services: { auth: AuthService; accounts: AccountService; callers: CallerAuthenticator },
+  services: { auth: AuthService; accounts: AccountService; callers: CallerAuthenticator; revocationView?: { readonly fresh: boolean } },
 ): UntypedServiceImplementation {
   const { auth, accounts, callers } = services;
   const service = (metadata: Metadata) => callers.requireService(credentialsOf(metadata));
@@ -140,8 +140,9 @@ export function createAuthHandlers(
     validateToken: unary<ValidateTokenRequest, EncodedResponse>(
       deps,
       `${PREFIX}ValidateToken`,
-      // Plain validation never touches the database, so it keeps working through an outage.
-      { usesDatabase: (request) => request.checkRevocation, successLogLevel: 'debug' },
+      // Plain validation never touches the database, so it keeps working through an outage; nor
+      // does check_revocation while the revocation view is fresh (it answers from memory).
+      { usesDatabase: (request) => request.checkRevocation && !services.revocationView?.fresh, successLogLevel: 'debug' },
       async (request) => {
         const claims = await auth.validate({ accessToken: request.accessToken, checkRevocation: request.checkRevocation });
         // A remembered token's claims are the same object on every call: its answer is encoded once.

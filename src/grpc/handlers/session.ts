@@ -1,5 +1,9 @@
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Caller, CallerAuthenticator } from '../../domain/callers.js';
+import { variables } from '../../config/schema.js';
+import { systemClock, type Clock } from '../../domain/clock.js';
+import type { RevocationEvent as FeedEvent, RevocationFeedFollower } from '../../domain/revocations/events.js';
+import { RevocationWatch, type WatchFeedReader, type WatchMessage } from '../../domain/revocations/watch.js';
 import type { RevocationReason as StoredRevocationReason } from '../../domain/sessions/revocation.js';
 import type { SessionStateFilter, SessionStatus } from '../../domain/sessions/session-state.js';
 import type { RequestedStateFilter, SessionService, SessionView } from '../../domain/sessions/session-service.js';
@@ -15,9 +19,12 @@ import {
   type RevokeSessionRequest,
   type RevokeSessionResponse,
   type Session,
+  type WatchRevocationsRequest,
+  type WatchRevocationsResponse,
 } from '../../generated/latchkey/session/v1/session_service.js';
 import { unary, type CallContext, type CallDependencies } from '../call.js';
 import { credentialsOf } from '../credentials.js';
+import { mapSource, serverStream, type OpenStreams } from '../stream.js';
 
 const PREFIX = '/latchkey.session.v1.SessionService/';
 
@@ -45,6 +52,50 @@ const REASONS: Record<StoredRevocationReason, RevocationReason> = {
   USER_DISABLED: RevocationReason.REVOCATION_REASON_USER_DISABLED,
   SESSION_LIMIT: RevocationReason.REVOCATION_REASON_SESSION_LIMIT,
 };
+
+/**
+ * What WatchRevocations streams from (wired in app.ts). The limits come from the configuration
+ * (MAX_REVOCATION_WATCHERS, REVOCATION_WATCH_BUFFER, OVERLOAD_RETRY_AFTER); left out, they take
+ * those variables' defaults.
+ */
+// TODO(watch): app.ts should pass `maxWatchers: config.MAX_REVOCATION_WATCHERS`,
+// `bufferLimit: config.REVOCATION_WATCH_BUFFER`, `retryAfterMs: config.OVERLOAD_RETRY_AFTER` and
+// `clock` here (GrpcServices.revocations can simply be typed as RevocationStreaming).
+export interface RevocationStreaming {
+  readonly reader: WatchFeedReader;
+  readonly follower: RevocationFeedFollower;
+  /** Without a cursor, events that occurred within this long are sent first: ACCESS_TOKEN_TTL plus clock skew. */
+  readonly relevanceMs: number;
+  /** MAX_REVOCATION_WATCHERS: streams open at once. */
+  readonly maxWatchers?: number;
+  /** REVOCATION_WATCH_BUFFER: live events held for a consumer before its stream ends. */
+  readonly bufferLimit?: number;
+  /** OVERLOAD_RETRY_AFTER: the RetryInfo of a stream refused beyond `maxWatchers`. */
+  readonly retryAfterMs?: number;
+  readonly clock?: Clock;
+}
+
+const defaultOf = <N extends 'MAX_REVOCATION_WATCHERS' | 'REVOCATION_WATCH_BUFFER' | 'OVERLOAD_RETRY_AFTER'>(name: N): number =>
+  variables[name].schema.parse(variables[name].default);
+
+function toWatchResponse(message: WatchMessage): WatchRevocationsResponse {
+  if (message.kind === 'in_sync') return { inSync: true, cursor: message.cursor, event: undefined };
+  return { inSync: false, cursor: message.cursor, event: toRevocationEventMessage(message.event, message.cursor) };
+}
+
+function toRevocationEventMessage(event: FeedEvent, cursor: string) {
+  if (event.kind === 'user') {
+    return {
+      cursor,
+      sessionId: '',
+      userId: event.userId,
+      reason: RevocationReason.REVOCATION_REASON_ROLES_REMOVED,
+      revokedAt: event.occurredAt,
+      roles: [...event.roles],
+    };
+  }
+  return { cursor, sessionId: event.sessionId, userId: event.userId, reason: REASONS[event.reason], revokedAt: event.occurredAt, roles: [] };
+}
 
 function stateFilterOf(state: SessionState): RequestedStateFilter {
   return STATE_FILTERS.get(state) ?? 'UNRECOGNIZED';
@@ -74,13 +125,15 @@ function toSessionMessage(session: SessionView): Session {
  * answer UNIMPLEMENTED naming the RPC (see implementService).
  */
 export function createSessionHandlers(
-  deps: CallDependencies,
-  services: { sessions: SessionService; callers: CallerAuthenticator },
+  deps: CallDependencies & { readonly streams: OpenStreams },
+  services: { sessions: SessionService; callers: CallerAuthenticator; revocations?: RevocationStreaming },
 ): UntypedServiceImplementation {
-  const { sessions, callers } = services;
+  const { sessions, callers, revocations } = services;
   const callerOf = (context: CallContext): Promise<Caller> => callers.require(credentialsOf(context.metadata));
 
   return {
+    ...(revocations && { watchRevocations: watchRevocationsHandler(deps, callers, revocations) }),
+
     getSession: unary<GetSessionRequest, GetSessionResponse>(deps, `${PREFIX}GetSession`, { usesDatabase: true }, async (request, context) => {
       const session = await sessions.getSession(await callerOf(context), { sessionId: request.sessionId });
       return { session: toSessionMessage(session) };
@@ -114,4 +167,31 @@ export function createSessionHandlers(
       },
     ),
   };
+}
+
+function watchRevocationsHandler(deps: CallDependencies & { readonly streams: OpenStreams }, callers: CallerAuthenticator, revocations: RevocationStreaming) {
+  const bufferLimit = revocations.bufferLimit ?? defaultOf('REVOCATION_WATCH_BUFFER');
+  const limits = {
+    maxOpen: revocations.maxWatchers ?? defaultOf('MAX_REVOCATION_WATCHERS'),
+    retryAfterMs: revocations.retryAfterMs ?? defaultOf('OVERLOAD_RETRY_AFTER'),
+  };
+  return serverStream<WatchRevocationsRequest, WatchRevocationsResponse>(
+    deps,
+    `${PREFIX}WatchRevocations`,
+    { usesDatabase: true, ...limits, what: 'revocation watchers' },
+    async (request, context) => {
+      await callers.requireService(credentialsOf(context.metadata));
+      const watch = new RevocationWatch(
+        {
+          reader: revocations.reader,
+          follower: revocations.follower,
+          relevanceMs: revocations.relevanceMs,
+          bufferLimit,
+          clock: revocations.clock ?? systemClock,
+        },
+        request.sinceCursor,
+      );
+      return mapSource(watch, toWatchResponse);
+    },
+  );
 }

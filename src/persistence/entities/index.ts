@@ -1,9 +1,10 @@
 import { AuditEventSchema } from './audit-event.entity.js';
 import { OneTimeTokenSchema } from './one-time-token.entity.js';
+import { RevocationEventSchema, RevocationFeedHorizonSchema } from './revocation-event.entity.js';
 import { SchedulerLeaseSchema } from './scheduler-lease.entity.js';
 import { SessionSchema } from './session.entity.js';
 import { SigningKeySchema } from './signing-key.entity.js';
 import { UserSchema } from './user.entity.js';
 
-export { AuditEventSchema, OneTimeTokenSchema, SchedulerLeaseSchema, SessionSchema, SigningKeySchema, UserSchema };
-export const entities = [UserSchema, SessionSchema, OneTimeTokenSchema, SigningKeySchema, AuditEventSchema, SchedulerLeaseSchema];
+export { AuditEventSchema, OneTimeTokenSchema, RevocationEventSchema, RevocationFeedHorizonSchema, SchedulerLeaseSchema, SessionSchema, SigningKeySchema, UserSchema };
+export const entities = [UserSchema, SessionSchema, OneTimeTokenSchema, SigningKeySchema, AuditEventSchema, SchedulerLeaseSchema, RevocationEventSchema, RevocationFeedHorizonSchema];

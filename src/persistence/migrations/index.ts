@@ -3,6 +3,7 @@ import { Migration20261124000000OneTimeTokenEmail } from './Migration20261124000
 import { Migration20261201000000SessionLimitIndex } from './Migration20261201000000SessionLimitIndex.js';
 import { Migration20261201000100SchedulerLeases } from './Migration20261201000100SchedulerLeases.js';
 import { Migration20261201120000CallDeadline } from './Migration20261201120000CallDeadline.js';
+import { Migration20261201130000RevocationFeed } from './Migration20261201130000RevocationFeed.js';
 
 /** Every migration, in order. Listed explicitly so the same list works from src/ (tests) and dist/. */
 export const migrationsList = [
@@ -11,4 +12,5 @@ export const migrationsList = [
   { name: 'Migration20261201000000SessionLimitIndex', class: Migration20261201000000SessionLimitIndex },
   { name: 'Migration20261201000100SchedulerLeases', class: Migration20261201000100SchedulerLeases },
   { name: 'Migration20261201120000CallDeadline', class: Migration20261201120000CallDeadline },
+  { name: 'Migration20261201130000RevocationFeed', class: Migration20261201130000RevocationFeed },
 ];

@@ -1,10 +1,11 @@
-import type { Config } from '../../config/schema.js';
+import { revocationRelevanceMs, type Config } from '../../config/schema.js';
 import type { SweepJob } from '../sweep.js';
 import { sweepAuditEvents } from './sweep-audit-events.js';
 import { sweepOneTimeTokens } from './sweep-one-time-tokens.js';
+import { sweepRevocationEvents } from './sweep-revocation-events.js';
 import { sweepSessions } from './sweep-sessions.js';
 
-export { sweepAuditEvents, sweepOneTimeTokens, sweepSessions };
+export { sweepAuditEvents, sweepOneTimeTokens, sweepRevocationEvents, sweepSessions };
 
 export interface ScheduledSweep {
   readonly job: SweepJob;
@@ -18,5 +19,6 @@ export function sweepJobs(config: Config): ScheduledSweep[] {
     { job: sweepSessions({ revokedRetentionMs: config.REVOKED_SESSION_RETENTION }), schedule: config.SESSION_SWEEP_CRON },
     { job: sweepOneTimeTokens(), schedule: config.TOKEN_SWEEP_CRON },
     { job: sweepAuditEvents({ retentionMs: config.AUDIT_RETENTION }), schedule: config.AUDIT_SWEEP_CRON },
+    { job: sweepRevocationEvents({ relevanceMs: revocationRelevanceMs(config) }), schedule: config.REVOCATION_SWEEP_CRON },
   ];
 }
