@@ -211,8 +211,8 @@ export const variables = {
   }),
   MAX_CALLS_IN_FLIGHT: variable({
     description:
-      'Calls that need the database or a password hash admitted at once. Beyond it a call is refused at once, before any work, with RESOURCE_EXHAUSTED (`OVERLOADED`) and a RetryInfo. With `GRPC_MAX_RECEIVE_MESSAGE_BYTES` it bounds the memory such calls can hold. Token validation without `check_revocation`, JWKS and health are not counted and never wait behind them.',
-    default: '512',
+      'Calls that need the database or a password hash admitted at once. Beyond it a call is refused at once, before any work, with RESOURCE_EXHAUSTED (`OVERLOADED`) and a RetryInfo. With `GRPC_MAX_RECEIVE_MESSAGE_BYTES` it bounds the memory such calls can hold. Token validation (with `check_revocation` too, while the revocation view is fresh), JWKS and health are not counted and never wait behind them. The default keeps the statement queue short enough (about 25 per pool connection) that an admitted call finishes well within `DATABASE_STATEMENT_TIMEOUT`.',
+    default: '256',
     schema: positiveInt(100_000),
   }),
   OVERLOAD_RETRY_AFTER: variable({

@@ -179,8 +179,10 @@ export function unary<Req, Res>(
   return (call, callback) => {
     const started = performance.now();
     const context = contextOf(method, call as ServerUnaryCall<unknown, unknown>);
+    // Refusals for capacity log at debug: under a flood they come by the thousand a second, a line
+    // each would cost more than the refusal, and the metrics count every one.
     const finish = (code: string, details?: { reason?: string; errorId?: string }) =>
-      recordCall(deps, method, call.metadata, code, performance.now() - started, details, code === 'OK' ? successLevel : 'info');
+      recordCall(deps, method, call.metadata, code, performance.now() - started, details, code === 'OK' ? successLevel : code === 'RESOURCE_EXHAUSTED' ? 'debug' : 'info');
     let usesDatabase = false;
     const run = async (): Promise<Res> => {
       if ((call.request as unknown) === MALFORMED_REQUEST) {

@@ -99,31 +99,49 @@ export function createMetrics(): Metrics {
       });
     },
     observeAdmission(load) {
-      const gauge = (name: string, help: string, read: (l: ReturnType<typeof load>) => number) =>
-        new Gauge({
-          name,
-          help,
-          registers: [registry],
-          collect() {
-            this.set(read(load()));
-          },
-        });
-      const counter = (name: string, help: string, read: (l: ReturnType<typeof load>) => number) =>
-        new Counter({
-          name,
-          help,
-          registers: [registry],
-          collect() {
-            // The gate keeps the running total; the counter shows it as it is at scrape time.
-            this.reset();
-            this.inc(read(load()));
-          },
-        });
-      gauge('latchkey_calls_in_flight', 'Calls needing the database or a password hash admitted now; beyond MAX_CALLS_IN_FLIGHT they are refused (OVERLOADED).', (l) => l.calls);
-      gauge('latchkey_database_pool_in_use', 'Statements holding a request-pool connection now (at most DATABASE_POOL_MAX).', (l) => l.running);
-      gauge('latchkey_database_pool_waiting', 'Statements of admitted calls waiting for a request-pool connection now. Saturation, never a reason to report not-ready.', (l) => l.waiting);
-      counter('latchkey_admission_refused_total', 'Calls refused at admission with RESOURCE_EXHAUSTED (OVERLOADED) because MAX_CALLS_IN_FLIGHT calls were in flight.', (l) => l.refused);
-      counter('latchkey_database_deadline_dropped_total', 'Statements dropped because their call ran out of time before they could be sent (waiting for a connection, or past the deadline): they never reached the database.', (l) => l.dropped);
+      new Gauge({
+        name: 'latchkey_calls_in_flight',
+        help: 'Calls needing the database or a password hash admitted now; beyond MAX_CALLS_IN_FLIGHT they are refused (OVERLOADED).',
+        registers: [registry],
+        collect() {
+          this.set(load().calls);
+        },
+      });
+      new Gauge({
+        name: 'latchkey_database_pool_in_use',
+        help: 'Statements holding a request-pool connection now (at most DATABASE_POOL_MAX).',
+        registers: [registry],
+        collect() {
+          this.set(load().running);
+        },
+      });
+      new Gauge({
+        name: 'latchkey_database_pool_waiting',
+        help: 'Statements of admitted calls waiting for a request-pool connection now. Saturation, never a reason to report not-ready.',
+        registers: [registry],
+        collect() {
+          this.set(load().waiting);
+        },
+      });
+      // The gate keeps running totals; these counters show them as they are at scrape time.
+      new Counter({
+        name: 'latchkey_admission_refused_total',
+        help: 'Calls refused at admission with RESOURCE_EXHAUSTED (OVERLOADED) because MAX_CALLS_IN_FLIGHT calls were in flight.',
+        registers: [registry],
+        collect() {
+          this.reset();
+          this.inc(load().refused);
+        },
+      });
+      new Counter({
+        name: 'latchkey_database_deadline_dropped_total',
+        help: 'Statements dropped because their call ran out of time before they could be sent (waiting for a connection, or past the deadline): they never reached the database.',
+        registers: [registry],
+        collect() {
+          this.reset();
+          this.inc(load().dropped);
+        },
+      });
     },
     observePasswordHashing(load) {
       new Gauge({

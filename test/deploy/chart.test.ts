@@ -243,6 +243,8 @@ describe('optional resources', () => {
       ['LatchkeyDatabaseUnreachable', '2m', { severity: 'critical' }],
       ['LatchkeySweepFailing', '0s', { severity: 'warning' }],
       ['LatchkeyPasswordHashingSaturated', '10m', { severity: 'warning' }],
+      ['LatchkeyShedding', '10m', { severity: 'warning' }],
+      ['LatchkeyRevocationViewStale', '5m', { severity: 'warning' }],
       ['LatchkeyInternalErrors', '0s', { severity: 'warning' }],
     ]);
     for (const r of rules) {
@@ -266,6 +268,9 @@ describe('optional resources', () => {
     expect(byName('LatchkeySweepFailing').annotations.summary).toContain('$labels.exported_job');
     expect(byName('LatchkeyPasswordHashingSaturated').expr).toContain('code="RESOURCE_EXHAUSTED"');
     expect(byName('LatchkeyInternalErrors').expr).toContain('code="INTERNAL"');
+    expect(byName('LatchkeyShedding').expr).toContain('rate(latchkey_admission_refused_total{');
+    expect(byName('LatchkeyRevocationViewStale').expr).toContain('latchkey_revocation_view_lag_seconds{');
+    expect(byName('LatchkeyRevocationViewStale').expr).toContain('> 30');
   });
 
   it('PrometheusRule: no sweep alert in cronJob mode, labels and severities from values, additionalRules appended as given', () => {
@@ -278,6 +283,8 @@ describe('optional resources', () => {
       'LatchkeyRefreshTokenReuse',
       'LatchkeyDatabaseUnreachable',
       'LatchkeyPasswordHashingSaturated',
+      'LatchkeyShedding',
+      'LatchkeyRevocationViewStale',
       'LatchkeyInternalErrors',
       'LatchkeySlowLogins',
     ]);

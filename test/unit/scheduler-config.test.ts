@@ -85,11 +85,12 @@ describe('createSweepScheduler', () => {
       'sweep-sessions',
       'sweep-one-time-tokens',
       'sweep-audit-events',
+      'sweep-revocation-events',
     ]);
   });
 
   it('schedules every sweep by default, and none when disabled', () => {
-    expect(createSweepScheduler(loadConfig({}), { orm, logger }).jobs).toHaveLength(3);
+    expect(createSweepScheduler(loadConfig({}), { orm, logger }).jobs).toHaveLength(4);
     expect(createSweepScheduler(loadConfig({ SCHEDULER_ENABLED: 'false' }), { orm, logger }).jobs).toEqual([]);
   });
 });

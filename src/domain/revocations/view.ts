@@ -1,5 +1,6 @@
 import type { AccessTokenClaims } from '../tokens/access-tokens.js';
 import type { RevocationEvent } from './events.js';
+import { RevokedSessionSet } from './revoked-set.js';
 
 /** What the view can say about an access token's session, from memory. */
 export type RevocationVerdict =
@@ -33,12 +34,12 @@ export interface RevocationViewOptions {
  * Otherwise it answers 'unknown', and the caller asks the database: never a stale yes.
  * `maxStalenessMs` 0 turns the view off.
  *
- * Memory: one Map entry per revoked session (a 36-character id and a number: about 150 bytes with
- * the Map's overhead in V8), pruned once older than `relevanceMs`.
+ * Memory: revoked sessions live in a compact table outside the V8 heap (RevokedSessionSet, about
+ * 24 bytes each), pruned once older than `relevanceMs`; users with removed roles (rare) in a Map.
  */
 export class RevocationView {
-  /** Session id → when it was revoked (ms). */
-  readonly #sessions = new Map<string, number>();
+  /** Revoked sessions and when (seconds). */
+  readonly #sessions = new RevokedSessionSet();
   /** User id → the roles the user has had since a role was removed, and when (ms). */
   readonly #users = new Map<string, { roles: ReadonlySet<string>; at: number }>();
   /** A revocation this replica made that the follower may not have read yet. */
@@ -49,6 +50,11 @@ export class RevocationView {
 
   get size(): number {
     return this.#sessions.size + this.#users.size;
+  }
+
+  /** Bytes of the revoked-session table (outside the JS heap). */
+  get tableBytes(): number {
+    return this.#sessions.bytes;
   }
 
   /** Calls answered by the database because the view was not fresh. */
@@ -66,14 +72,14 @@ export class RevocationView {
     if (this.options.maxStalenessMs === 0 || !this.options.connected()) return false;
     const last = this.options.lastReadAt();
     if (last === undefined) return false;
-    if (this.#localSince !== undefined && last < this.#localSince) return false;
+    if (this.#localSince !== undefined && last <= this.#localSince) return false;
     return this.#now() - last <= this.options.maxStalenessMs;
   }
 
   apply(event: RevocationEvent): void {
     const at = event.occurredAt.getTime();
     if (event.kind === 'session') {
-      this.#sessions.set(event.sessionId, Math.max(at, this.#sessions.get(event.sessionId) ?? 0));
+      this.#sessions.add(event.sessionId, at);
     } else {
       const known = this.#users.get(event.userId);
       // Events of one user arrive in commit order per read; the later change wins.
@@ -106,8 +112,7 @@ export class RevocationView {
   /** Forgets events older than the relevance window (by `now`, the domain clock). */
   prune(now: number): number {
     const cutoff = now - this.options.relevanceMs;
-    let removed = 0;
-    for (const [id, at] of this.#sessions) if (at < cutoff && this.#sessions.delete(id)) removed += 1;
+    let removed = this.#sessions.prune(cutoff);
     for (const [id, entry] of this.#users) if (entry.at < cutoff && this.#users.delete(id)) removed += 1;
     return removed;
   }
