@@ -1,7 +1,7 @@
 import type { Latency } from './stats.js';
 
 export interface Figure {
-  readonly scenario: 'validate' | 'refresh' | 'login' | 'saturation' | 'overload' | 'sweep' | 'memory';
+  readonly scenario: 'validate' | 'refresh' | 'login' | 'saturation' | 'overload' | 'sweep' | 'revocation' | 'memory';
   readonly name: string;
   readonly inFlight?: number;
   /** Successful calls per second. */
@@ -25,7 +25,18 @@ export interface BenchReport {
   readonly command: string;
   readonly durationSeconds: number;
   readonly machine: { cores: number; cpu: string; memoryGiB: number; kernel: string; node: string; database: string; h2load: string };
-  readonly settings: { bcryptCost: number; users: number; sessions: number; sweepRows: number; nodeEnv: string; nodeOptions: string };
+  readonly settings: {
+    bcryptCost: number;
+    users: number;
+    sessions: number;
+    sweepRows: number;
+    /** Sessions revoked one by one in the propagation scenario. */
+    revocations?: number;
+    /** Revocation events loaded into a server's view in the revocation-memory scenario. */
+    revocationViewRows?: number;
+    nodeEnv: string;
+    nodeOptions: string;
+  };
   readonly figures: Figure[];
 }
 
@@ -50,6 +61,7 @@ export function targets(r: BenchReport): TargetCheck[] {
   const v64 = find(r, 'validate', 64, 'ValidateToken, 64');
   add('ValidateToken throughput / empty unary throughput (64 in flight)', '≥ 0.80', v64?.ratio, (v) => v >= 0.8, f2);
   add('ValidateToken throughput at 64 in flight', '≥ 9,000 calls/s', v64?.throughput, (v) => v >= 9000, (v) => `${n0(v)} calls/s`);
+  add('ValidateToken with check_revocation / without (64 in flight, same rounds)', '≥ 0.80', find(r, 'validate', 64, 'with check_revocation')?.ratio, (v) => v >= 0.8, f2);
   add('ValidateToken p99 while logins saturate hashing (1 in flight)', '≤ 2 ms', find(r, 'saturation', 1)?.latency?.p99, (v) => v <= 2, (v) => `${v} ms`);
   const l1 = find(r, 'login', 1);
   add('Login p50 − bare bcrypt p50 (same cost), 1 in flight', '≤ 3 ms', l1?.latency && l1.limit ? l1.latency.p50 - l1.limit.latency.p50 : undefined, (v) => v <= 3, (v) => `${f2(v)} ms`);
@@ -70,6 +82,17 @@ export function targets(r: BenchReport): TargetCheck[] {
     figure: 'ValidateToken p99 during a 10,000-in-flight RefreshToken flood (16 in flight)',
     target: 'report only',
     reached: underRefreshFlood?.latency ? `${underRefreshFlood.latency.p99} ms (${withoutFlood?.latency?.p99 ?? '?'} ms without)` : 'not measured',
+    met: undefined,
+  });
+  const propagation = find(r, 'revocation', undefined, 'Revocation propagation');
+  add('Revocation propagation p50, Logout on one replica → refused on another', '≤ 100 ms', propagation?.latency?.p50, (v) => v <= 100, (v) => `${v} ms`);
+  add('Revocation propagation p99, Logout on one replica → refused on another', '≤ 1 s', propagation?.latency?.p99, (v) => v <= 1000, (v) => `${v} ms`);
+  const viewMemory = find(r, 'revocation', undefined, 'revocations in the view');
+  const perEntry = viewMemory?.diagnostics?.bytesPerEntry as number | undefined;
+  checks.push({
+    figure: `Server RSS with ${n0(r.settings.revocationViewRows ?? 0)} revocations in the view`,
+    target: 'report only',
+    reached: !viewMemory ? 'not measured' : viewMemory.peakRssBytes ? `${(viewMemory.peakRssBytes / 1e6).toFixed(0)} MB (${perEntry === undefined ? '?' : n0(perEntry)} bytes/entry)` : 'server died',
     met: undefined,
   });
   add('Server peak RSS during the overload floods', '≤ 400 MB', find(r, 'overload', undefined, 'peak RSS')?.peakRssBytes, (v) => v <= 400e6, (v) => `${(v / 1e6).toFixed(0)} MB`);
@@ -127,7 +150,7 @@ and what to do when a target is missed: [docs/benchmarks.md](docs/benchmarks.md)
 - ${m.cores} cores, ${m.cpu}, ${m.memoryGiB} GiB, Linux ${m.kernel}
 - Node.js ${m.node}; ${m.database}; ${m.h2load}
 - Server: \`node dist/main.js serve\` with the image's NODE_OPTIONS (\`${r.settings.nodeOptions}\`), NODE_ENV=${r.settings.nodeEnv}, default settings (bcrypt cost ${r.settings.bcryptCost}, LOG_LEVEL=info: a JSON log line per call, except successful ValidateToken calls, which log at debug; written to a file); load from separate processes on the same machine
-- Data: ${r.settings.users} users, ${r.settings.sessions} sessions, ${n0(r.settings.sweepRows)} expired sessions for the sweep
+- Data: ${r.settings.users} users, ${r.settings.sessions} sessions, ${n0(r.settings.sweepRows)} expired sessions for the sweep${r.settings.revocations === undefined ? '' : `, ${n0(r.settings.revocations)} sessions revoked one by one for propagation`}${r.settings.revocationViewRows === undefined ? '' : `, ${n0(r.settings.revocationViewRows)} revocation events for the view's memory`}
 - Command: \`${r.command}\` (${r.durationSeconds} s)
 
 ## Targets

@@ -6,7 +6,8 @@
  *
  *   npm run bench                 full run (about 8 minutes); rewrites BENCHMARKS.md
  *   npm run bench -- --quick      seconds per figure, small data, cost-4 hashes; for CI
- *   npm run bench -- --only=validate,refresh   some scenarios (validate, refresh, login, saturation, overload, sweep, sweep2)
+ *   npm run bench -- --only=validate,refresh   some scenarios (validate, refresh, login, saturation, overload, sweep, sweep2,
+ *                                              propagation, revocation-memory)
  */
 import bcrypt from 'bcrypt';
 import { execFile } from 'node:child_process';
@@ -26,7 +27,7 @@ import { cpuBetween, cpuSnapshot, dbBetween, dbSnapshot, sampleWaits, waitsBetwe
 import { startServer, type BenchServer } from './server.js';
 import { latencyBetween, latencyOf, merged, perSecond, type Latency } from './stats.js';
 import { UnaryClient, grpcFrame } from './wire.js';
-import { HEALTH_CHECK, LOGIN, VALIDATE, type Gateway, type WorkerResult, type WorkerSpec } from './worker.js';
+import { HEALTH_CHECK, LOGIN, NOT_PROPAGATED, VALIDATE, type Gateway, type PropagationResult, type PropagationSpec, type WorkerResult, type WorkerSpec } from './worker.js';
 
 const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
@@ -56,7 +57,7 @@ const overrides = Object.fromEntries(
 const serverNodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
 /** The server runs with the image's NODE_OPTIONS (V8 heap flags), read from the Dockerfile so the two cannot drift. */
 const imageNodeOptions = /^ENV NODE_OPTIONS="([^"]*)"$/m.exec(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1] ?? '';
-const SCENARIOS = 'validate,refresh,login,saturation,overload,sweep,sweep2';
+const SCENARIOS = 'validate,refresh,login,saturation,overload,sweep,sweep2,propagation,revocation-memory';
 const only = new Set((args.only ?? SCENARIOS).split(','));
 
 /** How long each figure is measured for, and how much data: seconds in --quick, minutes in full. */
@@ -72,6 +73,16 @@ const plan = quick
 const overloadPlan = quick
   ? { rounds: 1, bareMs: 1_000, loginMs: 2_500, floodRampMs: 500, validateMs: 4_000 }
   : { rounds: 3, bareMs: 5_000, loginMs: 15_000, floodRampMs: 2_000, validateMs: 8_000 };
+/**
+ * Issue 15's revocation reach: `revocations` sessions logged out on one replica, each polled on
+ * the other every `pollIntervalMs` until refused (given up after `timeoutMs`); and `viewRows`
+ * revocation events loaded into a fresh server's view, for its memory.
+ */
+const revocationPlan = quick
+  ? { revocations: 24, pollIntervalMs: 2, timeoutMs: 5_000, maxGapMs: 20, viewRows: 20_000, settleMs: 1_000 }
+  : { revocations: 240, pollIntervalMs: 2, timeoutMs: 5_000, maxGapMs: 20, viewRows: 1_000_000, settleMs: 3_000 };
+/** Sessions per user for the propagation scenario: under MAX_SESSIONS_PER_USER (10), so the limit revokes none of them. */
+const PROPAGATION_SESSIONS_PER_USER = 8;
 
 const VALIDATE_LEVELS = [1, 16, 64, 256];
 const SESSIONS_LOCK_KEY = sweepSessions({ revokedRetentionMs: 0 }).lockKey;
@@ -82,8 +93,16 @@ function log(message: string): void {
   process.stderr.write(`bench: ${message}\n`);
 }
 
-function runWorkerProcess(spec: WorkerSpec): { result: Promise<WorkerResult>; stop(): void; pid: number } {
-  const child = execFile(process.execPath, [WORKER, JSON.stringify(spec)], { maxBuffer: 256 << 20, env: process.env }, () => undefined);
+function runWorkerProcess(spec: WorkerSpec | PropagationSpec): { result: Promise<WorkerResult>; stop(): void; pid: number } {
+  // A large spec (the propagation scenario's tokens) goes through a file: one argument may not exceed 128 KiB.
+  let arg = JSON.stringify(spec);
+  let specFile: string | undefined;
+  if (arg.length > 64 << 10) {
+    specFile = path.join(mkdtempSync(path.join(os.tmpdir(), 'latchkey-bench-spec-')), 'spec.json');
+    writeFileSync(specFile, arg);
+    arg = `@${specFile}`;
+  }
+  const child = execFile(process.execPath, [WORKER, arg], { maxBuffer: 256 << 20, env: process.env }, () => undefined);
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (chunk: string) => (stdout += chunk));
@@ -91,6 +110,7 @@ function runWorkerProcess(spec: WorkerSpec): { result: Promise<WorkerResult>; st
   // 'close', not 'exit': the output may still be in the pipe when the process has exited.
   const result = new Promise<WorkerResult>((resolve, reject) =>
     child.once('close', (code) => {
+      if (specFile) rmSync(path.dirname(specFile), { recursive: true, force: true });
       try {
         if (code !== 0) throw new Error(`exited with ${code}`);
         resolve(JSON.parse(stdout) as WorkerResult);
@@ -102,7 +122,7 @@ function runWorkerProcess(spec: WorkerSpec): { result: Promise<WorkerResult>; st
   return { result, stop: () => child.kill('SIGTERM'), pid: child.pid! };
 }
 
-const work = (spec: WorkerSpec) => runWorkerProcess(spec).result;
+const work = (spec: WorkerSpec | PropagationSpec) => runWorkerProcess(spec).result;
 
 /** A run whose calls failed is not a measurement: it stops the bench with the failures. */
 function checked(what: string, result: WorkerResult): WorkerResult {
@@ -271,7 +291,25 @@ async function handled(server: BenchServer, method: string): Promise<{ ok: numbe
 
 async function validateScenario(server: BenchServer, s: Seed, dataFile: string): Promise<void> {
   const validateFrame = grpcFrame(ValidateTokenRequest.encode({ accessToken: s.accessToken, checkRevocation: false }).finish());
+  const revocationFrame = grpcFrame(ValidateTokenRequest.encode({ accessToken: s.accessToken, checkRevocation: true }).finish());
   const healthFrame = grpcFrame(new Uint8Array(0));
+  /** ValidateToken under h2load: its calls/s, after the server's own count says every call was OK. */
+  const validateRun = async (shape: Omit<Parameters<typeof h2load>[0], 'path' | 'frame'>, frame: Buffer, what: string) => {
+    const before = await handled(server, VALIDATE);
+    const run = await h2load({ ...shape, path: VALIDATE, frame });
+    const after = await handled(server, VALIDATE);
+    // h2load sees HTTP 200 for every gRPC call; the server's own count says whether they succeeded.
+    const notOk = after.all - before.all - (after.ok - before.ok);
+    if (run.failed > 0 || notOk > 0 || after.ok - before.ok < run.completed) {
+      throw new Error(`${what} under h2load: ${run.failed} failed at HTTP/2, ${notOk} not OK on the server`);
+    }
+    return run.perSecond;
+  };
+  /** At 64 in flight, ValidateToken with check_revocation too, in the same rounds (issue 15). */
+  const revocationRuns: number[] = [];
+  let revocationValidateRuns: number[] = [];
+  let revocationFallbacks = 0;
+  let withoutLatency: Latency | undefined;
   for (const inFlight of VALIDATE_LEVELS) {
     const connections = connectionsFor(inFlight);
     const streams = Math.ceil(inFlight / connections);
@@ -285,20 +323,27 @@ async function validateScenario(server: BenchServer, s: Seed, dataFile: string):
       const empty = await h2load({ ...shape, path: HEALTH_CHECK, frame: healthFrame });
       if (empty.failed > 0) throw new Error(`Health/Check under h2load: ${empty.failed} failed`);
       emptyRuns.push(empty.perSecond);
-      const before = await handled(server, VALIDATE);
-      const run = await h2load({ ...shape, path: VALIDATE, frame: validateFrame });
-      const after = await handled(server, VALIDATE);
-      // h2load sees HTTP 200 for every gRPC call; the server's own count says whether they succeeded.
-      const notOk = after.all - before.all - (after.ok - before.ok);
-      if (run.failed > 0 || notOk > 0 || after.ok - before.ok < run.completed) {
-        throw new Error(`ValidateToken under h2load: ${run.failed} failed at HTTP/2, ${notOk} not OK on the server`);
+      if (inFlight !== 64) {
+        validateRuns.push(await validateRun(shape, validateFrame, 'ValidateToken'));
+        continue;
       }
-      validateRuns.push(run.perSecond);
+      // With and without check_revocation in turn, the order swapped every round, so that
+      // neither always runs second (after a warmer or a busier stretch).
+      const revocationRun = async () => {
+        const fallbacks = await server.metric('latchkey_revocation_view_fallbacks_total');
+        revocationRuns.push(await validateRun(shape, revocationFrame, 'ValidateToken with check_revocation'));
+        revocationFallbacks += (await server.metric('latchkey_revocation_view_fallbacks_total')) - fallbacks;
+      };
+      if (round % 2 === 1) await revocationRun();
+      validateRuns.push(await validateRun(shape, validateFrame, 'ValidateToken'));
+      if (round % 2 === 0) await revocationRun();
     }
+    if (inFlight === 64) revocationValidateRuns = [...validateRuns];
     const empty = { perSecond: median(emptyRuns) };
     const validate = { perSecond: median(validateRuns) };
     const emptyLatency = latencyOf(checked('Health/Check', await work({ kind: 'health', ...common(server, inFlight) })));
     const validateLatency = latencyOf(checked('ValidateToken', await work({ kind: 'validate', accessToken: s.accessToken, checkRevocation: false, ...common(server, inFlight) })));
+    if (inFlight === 64) withoutLatency = validateLatency;
     record({
       scenario: 'validate',
       name: `ValidateToken, ${inFlight} in flight`,
@@ -310,17 +355,30 @@ async function validateScenario(server: BenchServer, s: Seed, dataFile: string):
       display: `${Math.round(validate.perSecond)}/s (empty unary ${Math.round(empty.perSecond)}/s, ratio ${(validate.perSecond / empty.perSecond).toFixed(2)}); ${fmtLatency(validateLatency)}`,
     });
   }
-  // The same at 64 in flight with check_revocation (one indexed read per call).
-  const revocation = checked('ValidateToken check_revocation', await work({ kind: 'validate', accessToken: s.accessToken, checkRevocation: true, ...common(server, 64) }));
-  const latency = latencyOf(revocation);
-  record({
-    scenario: 'validate',
-    name: 'ValidateToken with check_revocation, 64 in flight (Node client)',
-    inFlight: 64,
-    throughput: perSecond(revocation),
-    latency,
-    display: `${Math.round(perSecond(revocation))}/s; ${fmtLatency(latency)}`,
-  });
+  // ValidateToken with check_revocation at 64 in flight (issue 15: answered from the replica's
+  // revocation view, no database read, while the view is fresh), against ValidateToken without it:
+  // both from h2load in the same alternating rounds above; latency from the Node client for both.
+  if (revocationRuns.length > 0) {
+    const withRevocation = median(revocationRuns);
+    const without = median(revocationValidateRuns);
+    const fallbacksBefore = await server.metric('latchkey_revocation_view_fallbacks_total');
+    const revocationLatency = latencyOf(checked('ValidateToken check_revocation', await work({ kind: 'validate', accessToken: s.accessToken, checkRevocation: true, ...common(server, 64) })));
+    revocationFallbacks += (await server.metric('latchkey_revocation_view_fallbacks_total')) - fallbacksBefore;
+    const entries = await server.metric('latchkey_revocation_view_entries');
+    const ratio = withRevocation / without;
+    record({
+      scenario: 'validate',
+      name: 'ValidateToken with check_revocation, 64 in flight',
+      inFlight: 64,
+      throughput: withRevocation,
+      latency: revocationLatency,
+      limit: { name: 'ValidateToken without check_revocation, same rounds', throughput: without, latency: withoutLatency! },
+      ratio,
+      notes: `h2load medians of ${revocationRuns.length} alternating round(s): ${revocationRuns.map(Math.round).join(', ')} with / ${revocationValidateRuns.map(Math.round).join(', ')} without calls/s; view fallbacks to the database during the check_revocation runs: ${revocationFallbacks}; view entries: ${entries}`,
+      diagnostics: { withRuns: revocationRuns, withoutRuns: revocationValidateRuns, viewFallbacks: revocationFallbacks, viewEntries: entries },
+      display: `${Math.round(withRevocation)}/s (without check_revocation ${Math.round(without)}/s, ratio ${ratio.toFixed(2)}); ${fmtLatency(revocationLatency)}; without p50 ${withoutLatency!.p50} ms, p99 ${withoutLatency!.p99} ms; view fallbacks ${revocationFallbacks}`,
+    });
+  }
 }
 
 async function refreshScenario(server: BenchServer, s: Seed, target: Target): Promise<void> {
@@ -754,6 +812,187 @@ async function sweepScenario(target: Target, dataDir: string, outDir: string, s:
   return servers;
 }
 
+/** Users through Register (not timed). */
+async function register(server: BenchServer, emails: string[]): Promise<void> {
+  const client = await UnaryClient.connect(server.grpcPort);
+  try {
+    await mapLimit(emails, 4, async (email) => {
+      const r = await client.call('/latchkey.auth.v1.AuthService/Register', grpcFrame(RegisterRequest.encode(RegisterRequest.fromPartial({ email, password: PASSWORD })).finish()));
+      if (r.code !== 0) throw new Error(`seeding: Register failed with ${r.code} ${r.statusMessage}`);
+    });
+  } finally {
+    client.close();
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Issue 15's propagation: two servers on the one database (default settings), sessions made by
+ * Login beforehand (not timed), then one at a time: Logout on server A, and ValidateToken with
+ * check_revocation polled on server B every `pollIntervalMs` until it refuses with SESSION_REVOKED
+ * (worker.ts, `propagation`). B's view must answer from memory the whole time: its fallbacks to the
+ * database are read before and after and reported (a fallback refuses at once, from the row).
+ */
+async function propagationScenario(target: Target, dataDir: string, outDir: string): Promise<BenchServer[]> {
+  const servers: BenchServer[] = [];
+  try {
+    for (const name of ['a', 'b']) servers.push(await startServer(serverEnv(target, dataDir), path.join(outDir, `server-propagation-${name}.log`), serverNodeArgs));
+    const [a, b] = servers as [BenchServer, BenchServer];
+    const emails = Array.from({ length: Math.ceil(revocationPlan.revocations / PROPAGATION_SESSIONS_PER_USER) }, (_, i) => `bench-propagation-${i}@example.com`);
+    log(`propagation: ${emails.length} users, ${revocationPlan.revocations} sessions through Login on server A (not timed)`);
+    await register(a, emails);
+    const sessions = await newSessions(a, emails, revocationPlan.revocations);
+    const fallbacksBefore = await b.metric('latchkey_revocation_view_fallbacks_total');
+    const spec: PropagationSpec = {
+      kind: 'propagation',
+      revokePort: a.grpcPort,
+      pollPort: b.grpcPort,
+      sessions: sessions.map((t) => ({ accessToken: t.accessToken, refreshToken: t.refreshToken })),
+      pollIntervalMs: revocationPlan.pollIntervalMs,
+      timeoutMs: revocationPlan.timeoutMs,
+      maxGapMs: revocationPlan.maxGapMs,
+    };
+    const result = (await work(spec)) as PropagationResult;
+    const fallbacks = (await b.metric('latchkey_revocation_view_fallbacks_total')) - fallbacksBefore;
+    const lag = await b.metric('latchkey_revocation_view_lag_seconds');
+    const entries = await b.metric('latchkey_revocation_view_entries');
+    // A revocation B never refused is reported (at the timeout, in the percentiles); anything
+    // else that failed (a refusal before the revocation, a Logout that failed, another code) is
+    // not a measurement and stops the run.
+    const notPropagated = result.failures[NOT_PROPAGATED] ?? 0;
+    const otherFailures = Object.entries(result.failures).filter(([key]) => key !== NOT_PROPAGATED);
+    if (otherFailures.length > 0 || result.ok + notPropagated !== result.calls) {
+      throw new Error(`propagation: ${result.ok} of ${result.calls} revocations refused on B: ${JSON.stringify(result.failures)}`);
+    }
+    const latency = latencyOf(result);
+    const sent = latencyOf({ ...result, histogram: result.sentHistogram });
+    const revoke = latencyOf({ ...result, histogram: result.revokeHistogram });
+    const fromSend = latencyOf({ ...result, histogram: result.fromSendHistogram });
+    const spacing = result.meanPollSpacingMs > 0 ? `${result.meanPollSpacingMs.toFixed(2)} ms` : '— (every revocation refused at the first poll)';
+    const polls = `${result.polls.toLocaleString('en')} polls (${(result.polls / result.calls).toFixed(1)} per revocation), mean spacing ${spacing}`;
+    record({
+      scenario: 'revocation',
+      name: `Revocation propagation, Logout on server A → ValidateToken with check_revocation refused on server B (${result.calls} revocations, B polled every ${revocationPlan.pollIntervalMs} ms)`,
+      latency,
+      notes: `time from the Logout's response to the refusal's response; to the refused poll's sending p50 ${sent.p50} / p99 ${sent.p99} ms; from the Logout's sending p50 ${fromSend.p50} / p99 ${fromSend.p99} ms (Logout on A p50 ${revoke.p50} ms); ${polls}; not refused within ${revocationPlan.timeoutMs} ms: ${notPropagated}; B's view fallbacks to the database: ${fallbacks}`,
+      diagnostics: { refusedPollSent: sent, fromLogoutSent: fromSend, logout: revoke, polls: result.polls, meanPollSpacingMs: result.meanPollSpacingMs, notPropagated, viewFallbacksOnB: fallbacks, viewLagOnBSeconds: lag, viewEntriesOnB: entries, samples: result.samples },
+      display: `${fmtLatency(latency)}; to the refused poll's sending p50 ${sent.p50} / p99 ${sent.p99} ms; from the Logout's sending p50 ${fromSend.p50} / p99 ${fromSend.p99} ms (Logout on A p50 ${revoke.p50} ms); ${polls}; not refused within ${revocationPlan.timeoutMs} ms: ${notPropagated}; B's view fallbacks ${fallbacks}`,
+    });
+    return servers;
+  } catch (error) {
+    await Promise.all(servers.map((srv) => srv.stop().catch(() => undefined)));
+    throw error;
+  }
+}
+
+/**
+ * Issue 15's memory: a server's resident set with `viewRows` revocation events in its view,
+ * against a server started the same way on the same database without them. The rows are inserted
+ * with SQL (one statement: kind 'session', random session and user ids, reason LOGOUT, now)
+ * while no server runs; the server loads them before it serves, so the load time is the
+ * difference of the two start-ups (to /readyz, polled every 100 ms). If the server dies (for
+ * instance at the image's V8 heap limit), that is the figure.
+ */
+async function revocationMemoryScenario(target: Target, dataDir: string, outDir: string): Promise<void> {
+  const rows = revocationPlan.viewRows;
+  const heap = async (srv: BenchServer) => srv.metric('latchkey_nodejs_heap_size_used_bytes');
+  const start = async (logName: string) => {
+    const t0 = Date.now();
+    const srv = await startServer(serverEnv(target, dataDir), path.join(outDir, logName), serverNodeArgs, 240_000);
+    return { srv, readyMs: Date.now() - t0 };
+  };
+
+  // Without: the same start-up on the same database, with the few events earlier scenarios left.
+  const base = await start('server-revocation-memory-0.log');
+  let without: { rss: number; heap: number; entries: number; readyMs: number };
+  try {
+    await sleep(revocationPlan.settleMs);
+    without = { rss: await base.srv.rss(), heap: await heap(base.srv), entries: await base.srv.metric('latchkey_revocation_view_entries'), readyMs: base.readyMs };
+  } finally {
+    await base.srv.stop();
+  }
+
+  const insertFrom = Date.now();
+  const { rows: [range] } = await sql(
+    target,
+    `with inserted as (
+       insert into revocation_events (kind, session_id, user_id, reason, occurred_at)
+       select 'session', gen_random_uuid(), gen_random_uuid(), 'LOGOUT', now() from generate_series(1, $1::int)
+       returning id)
+     select min(id)::text as first, max(id)::text as last from inserted`,
+    [rows],
+  );
+  await sql(target, 'analyze revocation_events');
+  const insertMs = Date.now() - insertFrom;
+  log(`revocation-memory: inserted ${rows.toLocaleString('en')} revocation events in ${insertMs} ms; starting a server that loads them`);
+
+  const name = `Server RSS with ${rows.toLocaleString('en')} revocations in the view (VmRSS once loaded)`;
+  const logFile = 'server-revocation-memory-1.log';
+  const t0 = Date.now();
+  let srv: BenchServer | undefined;
+  try {
+    try {
+      ({ srv } = await start(logFile));
+    } catch (error) {
+      // The server did not come up: that (its log's and stderr's end says why) is the finding.
+      const why = String((error as Error).message).split('\n').filter((l) => /heap|memory|FATAL|timed out|error/i.test(l)).slice(-3).join(' | ').slice(0, 400);
+      record({
+        scenario: 'revocation',
+        name,
+        notes: `the server did not start after ${Math.round((Date.now() - t0) / 1000)} s: ${why || 'see ' + logFile}; without the events: ${(without.rss / 1e6).toFixed(0)} MB`,
+        diagnostics: { rows, died: true, message: String((error as Error).message).slice(-4000), without },
+        display: `the server did not start (${why || 'see ' + logFile}); without the events VmRSS ${(without.rss / 1e6).toFixed(0)} MB`,
+      });
+      return;
+    }
+    const readyMs = Date.now() - t0;
+    // The view is loaded before the server serves; the loop waits in case that load failed (the
+    // server then serves and loads on the follower's next reads) or the process dies meanwhile.
+    const deadline = Date.now() + 240_000;
+    let entries = 0;
+    for (;;) {
+      const ended = srv.exited();
+      if (ended) {
+        record({
+          scenario: 'revocation',
+          name,
+          notes: `the server died while loading (exit ${ended.code ?? ended.signal}, last entries ${entries}): ${ended.stderr.split('\n').filter(Boolean).slice(-2).join(' | ').slice(0, 300)}`,
+          diagnostics: { rows, died: true, exit: ended, without },
+          display: `the server died while loading (exit ${ended.code ?? ended.signal}); stderr: ${ended.stderr.slice(-300)}`,
+        });
+        return;
+      }
+      entries = await srv.metric('latchkey_revocation_view_entries').catch(() => entries);
+      if (entries >= without.entries + rows) break;
+      if (Date.now() > deadline) throw new Error(`revocation-memory: the view held ${entries} entries after 240 s (expected ${without.entries + rows})`);
+      await sleep(100);
+    }
+    const loadedMs = Date.now() - t0;
+    const notLoadedAtStart = srv.logs().some((l) => String(l.msg).startsWith('revocation view not loaded yet'));
+    const hwm = await srv.peakRss();
+    await sleep(revocationPlan.settleMs);
+    const rss = await srv.rss();
+    const heapUsed = await heap(srv);
+    const added = entries - without.entries;
+    const perEntry = (rss - without.rss) / added;
+    const heapPerEntry = (heapUsed - without.heap) / added;
+    const loadMs = notLoadedAtStart ? loadedMs - without.readyMs : readyMs - without.readyMs;
+    record({
+      scenario: 'revocation',
+      name,
+      peakRssBytes: rss,
+      notes: `${(rss / 1e6).toFixed(0)} MB against ${(without.rss / 1e6).toFixed(0)} MB without (${Math.round(perEntry)} bytes per entry; V8 heap used ${Math.round(heapPerEntry)} bytes per entry); VmHWM ${(hwm / 1e6).toFixed(0)} MB; load about ${(loadMs / 1000).toFixed(1)} s${notLoadedAtStart ? ' (not loaded before serving: finished by the follower afterwards)' : ''}`,
+      diagnostics: { rows, entries, without, rssBytes: rss, vmHwmBytes: hwm, heapUsedBytes: heapUsed, bytesPerEntry: perEntry, heapBytesPerEntry: heapPerEntry, loadMs, readyMs, loadedMs, insertMs, notLoadedAtStart, nodeOptions: overrides.NODE_OPTIONS ?? imageNodeOptions },
+      display: `VmRSS ${(rss / 1e6).toFixed(0)} MB (without ${(without.rss / 1e6).toFixed(0)} MB: ${Math.round(perEntry)} bytes per entry; heap used ${Math.round(heapPerEntry)} bytes per entry); VmHWM ${(hwm / 1e6).toFixed(0)} MB; ${entries.toLocaleString('en')} entries loaded in about ${(loadMs / 1000).toFixed(1)} s`,
+    });
+  } finally {
+    await srv?.stop().catch((error: unknown) => log(`revocation-memory: ${(error as Error).message.split('\n')[0]}`));
+    // The events would be loaded by every later server on this database.
+    await sql(target, 'delete from revocation_events where id between $1 and $2', [range.first, range.last]);
+  }
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   ensureH2load();
@@ -802,6 +1041,21 @@ async function main(): Promise<void> {
       peakRss = Math.max(peakRss, peakRssAfter[name]);
       for (const srv of servers) await srv.stop();
     }
+    for (const name of ['propagation', 'revocation-memory'] as const) {
+      if (!only.has(name)) continue;
+      if (target.kind !== 'postgresql') {
+        log(`${name} scenario skipped: it needs two servers on one database, or inserts its rows with SQL: PostgreSQL`);
+        continue;
+      }
+      if (name === 'propagation') {
+        const servers = await propagationScenario(target, dataDir, outDir);
+        peakRssAfter[name] = Math.max(...(await Promise.all(servers.map((srv) => srv.peakRss()))));
+        peakRss = Math.max(peakRss, peakRssAfter[name]);
+        for (const srv of servers) await srv.stop();
+      } else {
+        await revocationMemoryScenario(target, dataDir, outDir);
+      }
+    }
   } finally {
     await server?.stop().catch(() => undefined);
     await target.drop();
@@ -823,6 +1077,8 @@ async function main(): Promise<void> {
       users: plan.users,
       sessions: plan.sessions,
       sweepRows: plan.sweepRows,
+      revocations: revocationPlan.revocations,
+      revocationViewRows: revocationPlan.viewRows,
       nodeEnv: quick ? 'development' : 'production',
       nodeOptions: overrides.NODE_OPTIONS ?? imageNodeOptions,
     },

@@ -27,6 +27,10 @@ export interface BenchServer {
   metric(name: string, labels?: Record<string, string>): Promise<number>;
   /** Peak resident set size so far (VmHWM), in bytes. */
   peakRss(): Promise<number>;
+  /** Resident set size now (VmRSS), in bytes (0 once the process is gone). */
+  rss(): Promise<number>;
+  /** How the process ended, with the end of its stderr; undefined while it runs. */
+  exited(): { code: number | null; signal: string | null; stderr: string } | undefined;
   stop(): Promise<void>;
 }
 
@@ -34,7 +38,7 @@ export interface BenchServer {
  * Starts `node dist/main.js serve` (the production entry point, default settings unless `env`
  * says otherwise) with its log lines going to `logFile`, and waits until it is serving.
  */
-export async function startServer(env: Record<string, string>, logFile: string, nodeArgs: string[] = []): Promise<BenchServer> {
+export async function startServer(env: Record<string, string>, logFile: string, nodeArgs: string[] = [], readyTimeoutMs = 60_000): Promise<BenchServer> {
   const [grpcPort, httpPort] = [await freePort(), await freePort()];
   const out = openSync(logFile, 'w');
   const child: ChildProcess = spawn(process.execPath, [...nodeArgs, MAIN, 'serve'], {
@@ -44,7 +48,13 @@ export async function startServer(env: Record<string, string>, logFile: string, 
   closeSync(out);
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  let ended: { code: number | null; signal: string | null } | undefined;
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code, signal) => {
+      ended = { code, signal };
+      resolve(code);
+    }),
+  );
   const logs = () =>
     readFileSync(logFile, 'utf8')
       .split('\n')
@@ -52,7 +62,7 @@ export async function startServer(env: Record<string, string>, logFile: string, 
       .map((line) => JSON.parse(line) as Record<string, unknown>);
 
   // Ready when /readyz says so (the log line is not there at every LOG_LEVEL).
-  const deadline = Date.now() + 60_000;
+  const deadline = Date.now() + readyTimeoutMs;
   for (;;) {
     const early = await Promise.race([exited.then(() => true), new Promise<false>((r) => setTimeout(() => r(false), 100))]);
     const ready = await fetch(`http://127.0.0.1:${httpPort}/readyz`).then((r) => r.ok, () => false);
@@ -80,6 +90,14 @@ export async function startServer(env: Record<string, string>, logFile: string, 
       const status = await readFile(`/proc/${child.pid}/status`, 'utf8');
       const kb = /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
       return Number(kb ?? 0) * 1024;
+    },
+    async rss() {
+      const status = await readFile(`/proc/${child.pid}/status`, 'utf8').catch(() => '');
+      const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
+      return Number(kb ?? 0) * 1024;
+    },
+    exited() {
+      return ended && { ...ended, stderr: stderr.slice(-2000) };
     },
     async stop() {
       if (child.exitCode !== null) return;

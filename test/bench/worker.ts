@@ -8,10 +8,11 @@ import bcrypt from 'bcrypt';
 import pg from 'pg';
 import * as hdr from 'hdr-histogram-js';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { ErrorInfo } from '../../src/generated/google/rpc/error_details.js';
 import { Status } from '../../src/generated/google/rpc/status.js';
-import { LoginRequest, RefreshTokenRequest, RefreshTokenResponse, ValidateTokenRequest } from '../../src/generated/latchkey/auth/v1/auth_service.js';
+import { LoginRequest, LogoutRequest, RefreshTokenRequest, RefreshTokenResponse, ValidateTokenRequest } from '../../src/generated/latchkey/auth/v1/auth_service.js';
 import { ROTATE_SQL } from '../../src/persistence/repositories/sessions.js';
 import { connectAll, grpcFrame, type UnaryClient, type UnaryResult } from './wire.js';
 
@@ -26,6 +27,29 @@ export type WorkerSpec =
   | (Common & { kind: 'refresh'; refreshTokens: string[] })
   | (Common & { kind: 'bcrypt'; password: string; hash: string })
   | (Common & { kind: 'statement'; databaseUrl: string; sessionIds: string[]; hash: string; poolMax: number });
+
+/**
+ * Revocation propagation between two replicas, one session at a time: check that replica B
+ * validates the session's access token with check_revocation, log the session out on replica A,
+ * then ask B again every `pollIntervalMs` (start to start) until it refuses with SESSION_REVOKED.
+ * Each sample is the time from the Logout's response to the refusal's response.
+ */
+export interface PropagationSpec {
+  readonly kind: 'propagation';
+  /** Replica A: where the sessions are logged out. */
+  readonly revokePort: number;
+  /** Replica B: where ValidateToken with check_revocation is polled. */
+  readonly pollPort: number;
+  readonly sessions: ReadonlyArray<{ readonly accessToken: string; readonly refreshToken: string }>;
+  readonly pollIntervalMs: number;
+  /** A revocation B has not refused after this long counts as not propagated (recorded at this value, and as a failure). */
+  readonly timeoutMs: number;
+  /** A random pause of up to this long between revocations, so that they do not keep one phase against the follower's timer. */
+  readonly maxGapMs: number;
+}
+
+/** The failure key of a revocation that B had not refused within `timeoutMs`. */
+export const NOT_PROPAGATED = 'not refused within the timeout';
 
 /**
  * A gateway holding a service API key that reports its end user's address in `client.ip_address`
@@ -72,6 +96,7 @@ export const HEALTH_CHECK = '/grpc.health.v1.Health/Check';
 export const VALIDATE = '/latchkey.auth.v1.AuthService/ValidateToken';
 export const LOGIN = '/latchkey.auth.v1.AuthService/Login';
 export const REFRESH = '/latchkey.auth.v1.AuthService/RefreshToken';
+export const LOGOUT = '/latchkey.auth.v1.AuthService/Logout';
 
 export function newHistogram(): hdr.Histogram {
   return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
@@ -225,6 +250,111 @@ export async function runWorker(spec: WorkerSpec): Promise<WorkerResult> {
   };
 }
 
+export interface PropagationResult extends WorkerResult {
+  /** Polls sent to B after the revocations, over all of them. */
+  readonly polls: number;
+  /** Mean time between the starts of consecutive polls of one revocation (ms): the resolution actually achieved. */
+  readonly meanPollSpacingMs: number;
+  /** Encoded histogram (µs) of the time from the Logout's response to the *sending* of the poll B refused: a lower bound, beside the upper one in `histogram`. */
+  readonly sentHistogram: string;
+  /** Encoded histogram (µs) of the Logout calls on A. */
+  readonly revokeHistogram: string;
+  /** Encoded histogram (µs) from the Logout's *sending* to the refusal's response: the Logout's own time included. */
+  readonly fromSendHistogram: string;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+export async function runPropagation(spec: PropagationSpec): Promise<PropagationResult> {
+  const [a] = await connectAll(spec.revokePort, 1);
+  const [b] = await connectAll(spec.pollPort, 1);
+  const histogram = newHistogram();
+  const sentHistogram = newHistogram();
+  const revokeHistogram = newHistogram();
+  const fromSendHistogram = newHistogram();
+  const failures: Record<string, number> = {};
+  const fail = (key: string) => (failures[key.slice(0, 200)] = (failures[key.slice(0, 200)] ?? 0) + 1);
+  const samples: Array<[number, number]> = [];
+  let calls = 0;
+  let ok = 0;
+  let polls = 0;
+  let spacingSum = 0;
+  let spacings = 0;
+  const started = performance.now();
+  for (const session of spec.sessions) {
+    calls += 1;
+    const validate = grpcFrame(ValidateTokenRequest.encode({ accessToken: session.accessToken, checkRevocation: true }).finish());
+    // B must see the session as active first: otherwise a refusal would say nothing about propagation.
+    const before = await b!.call(VALIDATE, validate);
+    if (before.code !== 0) {
+      fail(`B refused before the revocation: ${before.code}/${reasonOf(before.details)} ${before.statusMessage}`);
+      continue;
+    }
+    const r0 = performance.now();
+    const logout = await a!.call(LOGOUT, grpcFrame(LogoutRequest.encode({ refreshToken: session.refreshToken }).finish()));
+    const revokedAt = performance.now();
+    if (logout.code !== 0) {
+      fail(`Logout on A: ${logout.code}/${reasonOf(logout.details)} ${logout.statusMessage}`);
+      continue;
+    }
+    revokeHistogram.recordValue(Math.max(1, Math.round((revokedAt - r0) * 1000)));
+    let previousStart: number | undefined;
+    for (let next = revokedAt; ; ) {
+      const t0 = performance.now();
+      if (previousStart !== undefined) {
+        spacingSum += t0 - previousStart;
+        spacings += 1;
+      }
+      previousStart = t0;
+      const answer = await b!.call(VALIDATE, validate);
+      const t1 = performance.now();
+      polls += 1;
+      if (answer.code === 0) {
+        if (t1 - revokedAt >= spec.timeoutMs) {
+          // Counted at the timeout, never as fast; the caller reports it.
+          histogram.recordValue(spec.timeoutMs * 1000);
+          fromSendHistogram.recordValue(spec.timeoutMs * 1000);
+          samples.push([performance.timeOrigin + revokedAt, spec.timeoutMs]);
+          fail(NOT_PROPAGATED);
+          break;
+        }
+        next += spec.pollIntervalMs;
+        if (next > t1) await sleep(next - t1);
+        else next = t1; // a slow answer: poll again at once, without catching up in a burst
+        continue;
+      }
+      const reason = reasonOf(answer.details);
+      if (answer.code === 16 && reason === 'SESSION_REVOKED') {
+        ok += 1;
+        histogram.recordValue(Math.max(1, Math.round((t1 - revokedAt) * 1000)));
+        sentHistogram.recordValue(Math.max(1, Math.round((t0 - revokedAt) * 1000)));
+        fromSendHistogram.recordValue(Math.max(1, Math.round((t1 - r0) * 1000)));
+        samples.push([performance.timeOrigin + revokedAt, t1 - revokedAt]);
+      } else {
+        fail(`B answered ${answer.code}/${reason} ${answer.statusMessage}`);
+      }
+      break;
+    }
+    if (spec.maxGapMs > 0) await sleep(Math.random() * spec.maxGapMs);
+  }
+  const elapsedMs = performance.now() - started;
+  a!.close();
+  b!.close();
+  return {
+    calls,
+    ok,
+    failures,
+    elapsedMs,
+    histogram: hdr.encodeIntoCompressedBase64(histogram),
+    samples,
+    polls,
+    meanPollSpacingMs: spacings > 0 ? spacingSum / spacings : 0,
+    sentHistogram: hdr.encodeIntoCompressedBase64(sentHistogram),
+    revokeHistogram: hdr.encodeIntoCompressedBase64(revokeHistogram),
+    fromSendHistogram: hdr.encodeIntoCompressedBase64(fromSendHistogram),
+  };
+}
+
 /** The google.rpc.ErrorInfo reason in a `grpc-status-details-bin` value, or ''. */
 function reasonOf(details: string | undefined): string {
   if (!details) return '';
@@ -239,8 +369,10 @@ function reasonOf(details: string | undefined): string {
 }
 
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/^.*\//, '/'))) {
-  const spec = JSON.parse(process.argv[2] ?? '{}') as WorkerSpec;
-  runWorker(spec).then(
+  // `@file`: the spec is in that file (a large one would not fit in one argument).
+  const arg = process.argv[2] ?? '{}';
+  const spec = JSON.parse(arg.startsWith('@') ? readFileSync(arg.slice(1), 'utf8') : arg) as WorkerSpec | PropagationSpec;
+  (spec.kind === 'propagation' ? runPropagation(spec) : runWorker(spec)).then(
     (result) => {
       process.stdout.write(`${JSON.stringify(result)}\n`);
       process.exit(0);
