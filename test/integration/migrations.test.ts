@@ -5,6 +5,18 @@ import { migrationsList } from '../../src/persistence/migrations/index.js';
 
 /** Every migration the code ships, in order (src/persistence/migrations/index.ts). */
 const MIGRATIONS = migrationsList.map((m) => m.name);
+/** The tables the migrations leave, in name order. */
+const TABLES = [
+  'audit_events',
+  'mikro_orm_migrations',
+  'one_time_tokens',
+  'revocation_events',
+  'revocation_feed_horizon',
+  'scheduler_leases',
+  'sessions',
+  'signing_keys',
+  'users',
+];
 
 let db: TestDatabase;
 let orm: Orm;
@@ -32,17 +44,7 @@ it('starts from an empty database', async () => {
 it('applies every migration to an empty database', async () => {
   const applied = await orm.migrator.up();
   expect(applied.map((m) => m.name)).toEqual(MIGRATIONS);
-  expect(await tables()).toEqual([
-    'audit_events',
-    'mikro_orm_migrations',
-    'one_time_tokens',
-    'revocation_events',
-    'revocation_feed_horizon',
-    'scheduler_leases',
-    'sessions',
-    'signing_keys',
-    'users',
-  ]);
+  expect(await tables()).toEqual(TABLES);
 });
 
 it('is a no-op the second time', async () => {
@@ -123,15 +125,5 @@ it('rolls back cleanly (down) and re-applies', async () => {
   await orm.migrator.down({ to: 0 });
   expect(await tables()).toEqual(['mikro_orm_migrations']);
   await orm.migrator.up();
-  expect(await tables()).toEqual([
-    'audit_events',
-    'mikro_orm_migrations',
-    'one_time_tokens',
-    'revocation_events',
-    'revocation_feed_horizon',
-    'scheduler_leases',
-    'sessions',
-    'signing_keys',
-    'users',
-  ]);
+  expect(await tables()).toEqual(TABLES);
 });
