@@ -896,7 +896,8 @@ async function propagationScenario(target: Target, dataDir: string, outDir: stri
  */
 async function revocationMemoryScenario(target: Target, dataDir: string, outDir: string): Promise<void> {
   const rows = revocationPlan.viewRows;
-  const heap = async (srv: BenchServer) => srv.metric('latchkey_nodejs_heap_size_used_bytes');
+  /** V8 heap used, and memory outside it that V8 knows of (ArrayBuffers: where a typed-array table would be). */
+  const heap = async (srv: BenchServer) => ({ used: await srv.metric('latchkey_nodejs_heap_size_used_bytes'), external: await srv.metric('latchkey_nodejs_external_memory_bytes') });
   const start = async (logName: string) => {
     const t0 = Date.now();
     const srv = await startServer(serverEnv(target, dataDir), path.join(outDir, logName), serverNodeArgs, 240_000);
@@ -905,7 +906,7 @@ async function revocationMemoryScenario(target: Target, dataDir: string, outDir:
 
   // Without: the same start-up on the same database, with the few events earlier scenarios left.
   const base = await start('server-revocation-memory-0.log');
-  let without: { rss: number; heap: number; entries: number; readyMs: number };
+  let without: { rss: number; heap: { used: number; external: number }; entries: number; readyMs: number };
   try {
     await sleep(revocationPlan.settleMs);
     without = { rss: await base.srv.rss(), heap: await heap(base.srv), entries: await base.srv.metric('latchkey_revocation_view_entries'), readyMs: base.readyMs };
@@ -973,18 +974,20 @@ async function revocationMemoryScenario(target: Target, dataDir: string, outDir:
     const hwm = await srv.peakRss();
     await sleep(revocationPlan.settleMs);
     const rss = await srv.rss();
-    const heapUsed = await heap(srv);
+    const heapNow = await heap(srv);
     const added = entries - without.entries;
     const perEntry = (rss - without.rss) / added;
-    const heapPerEntry = (heapUsed - without.heap) / added;
+    const heapPerEntry = (heapNow.used - without.heap.used) / added;
+    const externalPerEntry = (heapNow.external - without.heap.external) / added;
+    const inside = `V8 heap used ${heapPerEntry >= 0 ? '+' : ''}${Math.round(heapPerEntry)}, external ${externalPerEntry >= 0 ? '+' : ''}${Math.round(externalPerEntry)} bytes per entry`;
     const loadMs = notLoadedAtStart ? loadedMs - without.readyMs : readyMs - without.readyMs;
     record({
       scenario: 'revocation',
       name,
       peakRssBytes: rss,
-      notes: `${(rss / 1e6).toFixed(0)} MB against ${(without.rss / 1e6).toFixed(0)} MB without (${Math.round(perEntry)} bytes per entry; V8 heap used ${Math.round(heapPerEntry)} bytes per entry); VmHWM ${(hwm / 1e6).toFixed(0)} MB; load about ${(loadMs / 1000).toFixed(1)} s${notLoadedAtStart ? ' (not loaded before serving: finished by the follower afterwards)' : ''}`,
-      diagnostics: { rows, entries, without, rssBytes: rss, vmHwmBytes: hwm, heapUsedBytes: heapUsed, bytesPerEntry: perEntry, heapBytesPerEntry: heapPerEntry, loadMs, readyMs, loadedMs, insertMs, notLoadedAtStart, nodeOptions: overrides.NODE_OPTIONS ?? imageNodeOptions },
-      display: `VmRSS ${(rss / 1e6).toFixed(0)} MB (without ${(without.rss / 1e6).toFixed(0)} MB: ${Math.round(perEntry)} bytes per entry; heap used ${Math.round(heapPerEntry)} bytes per entry); VmHWM ${(hwm / 1e6).toFixed(0)} MB; ${entries.toLocaleString('en')} entries loaded in about ${(loadMs / 1000).toFixed(1)} s`,
+      notes: `${(rss / 1e6).toFixed(0)} MB against ${(without.rss / 1e6).toFixed(0)} MB without (${Math.round(perEntry)} bytes per entry; ${inside}); VmHWM ${(hwm / 1e6).toFixed(0)} MB; load about ${(loadMs / 1000).toFixed(1)} s${notLoadedAtStart ? ' (not loaded before serving: finished by the follower afterwards)' : ''}`,
+      diagnostics: { rows, entries, without, rssBytes: rss, vmHwmBytes: hwm, heap: heapNow, bytesPerEntry: perEntry, heapBytesPerEntry: heapPerEntry, externalBytesPerEntry: externalPerEntry, loadMs, readyMs, loadedMs, insertMs, notLoadedAtStart, nodeOptions: overrides.NODE_OPTIONS ?? imageNodeOptions },
+      display: `VmRSS ${(rss / 1e6).toFixed(0)} MB (without ${(without.rss / 1e6).toFixed(0)} MB: ${Math.round(perEntry)} bytes per entry; ${inside}); VmHWM ${(hwm / 1e6).toFixed(0)} MB; ${entries.toLocaleString('en')} entries loaded in about ${(loadMs / 1000).toFixed(1)} s`,
     });
   } finally {
     await srv?.stop().catch((error: unknown) => log(`revocation-memory: ${(error as Error).message.split('\n')[0]}`));

@@ -47,19 +47,9 @@ export class RevokedSessionSet {
       if (at > this.#at[found]!) this.#at[found] = at;
       return;
     }
-    if ((this.#size + 1) * 2 > this.#at.length) this.#rebuild(this.#at.length * 2, 0);
+    if ((this.#size + 1) * 2 > this.#at.length) this.#grow();
     this.#insert(hi, lo, at);
     this.#size += 1;
-  }
-
-  /** Forgets every entry revoked before `cutoffMs`; returns how many went. */
-  prune(cutoffMs: number): number {
-    const before = this.#size;
-    const cutoff = Math.floor(cutoffMs / 1000);
-    let kept = 0;
-    for (let i = 0; i < this.#at.length; i++) if (this.#at[i]! >= cutoff && this.#at[i]! !== 0) kept += 1;
-    this.#rebuild(Math.max(1024, powerOfTwoAtLeast(kept * 2)), cutoff);
-    return before - this.#size;
   }
 
   #find(hi: number, lo: number): number {
@@ -79,19 +69,14 @@ export class RevokedSessionSet {
     this.#at[i] = at;
   }
 
-  /** Re-inserts every entry revoked at or after `cutoff` (seconds) into a table of `slots` slots. */
-  #rebuild(slots: number, cutoff: number): void {
+  /** Doubles the table, re-inserting every entry. */
+  #grow(): void {
     const [hi, lo, at] = [this.#hi, this.#lo, this.#at];
+    const slots = at.length * 2;
     this.#hi = new Uint32Array(slots);
     this.#lo = new Uint32Array(slots);
     this.#at = new Uint32Array(slots);
-    this.#size = 0;
-    for (let i = 0; i < at.length; i++) {
-      if (at[i] !== 0 && at[i]! >= cutoff) {
-        this.#insert(hi[i]!, lo[i]!, at[i]!);
-        this.#size += 1;
-      }
-    }
+    for (let i = 0; i < at.length; i++) if (at[i] !== 0) this.#insert(hi[i]!, lo[i]!, at[i]!);
   }
 }
 
