@@ -102,8 +102,9 @@ export class ApplicationProxy {
   }
 
   #destroy(link: Link): void {
-    // A reset, as a dropped network link or a killed backend would look to the client.
-    link.client.resetAndDestroy();
+    // The connection closes under the client, as when its backend is killed. (Not
+    // resetAndDestroy(): it left a request pending that kept the process from exiting.)
+    link.client.destroy();
     link.upstream?.destroy();
     this.#links.delete(link);
   }
