@@ -55,7 +55,9 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
     relevanceMs,
     maxStalenessMs: config.REVOCATION_MAX_STALENESS,
     lastReadAt: () => follower?.lastReadAt,
-    connected: () => follower?.connected ?? false,
+    // Not trusted while the database is known to be unreachable either: on the embedded database
+    // the follower reads through the request pool, whose loss it would only notice at its next read.
+    connected: () => (follower?.connected ?? false) && monitor.available,
   });
   // Revocations made here are refused here at once: the view defers to the database until the
   // follower has read past them (a read it is asked for now).

@@ -29,6 +29,15 @@ interface RawEvent {
 const COLUMNS = `id::text, xid::text, kind, session_id, user_id, reason, roles, occurred_at,
   xid < pg_snapshot_xmin(pg_current_snapshot()) as settled`;
 
+/**
+ * The follower's read: every visible event after a position, settled or not (parameters: the
+ * position's xid and id, the earliest occurred_at). Exported so that a statement log can tell the
+ * server's own background reads from a call's statements.
+ */
+export const FOLLOWER_READ = `select ${COLUMNS} from revocation_events
+  where (xid, id) > (?::text::xid8, ?::bigint) and occurred_at >= ?
+  order by revocation_events.xid, revocation_events.id limit 5000`;
+
 function toEvent(row: RawEvent): RevocationEvent {
   const position = { xid: BigInt(row.xid), id: BigInt(row.id) };
   const occurredAt = new Date(row.occurred_at);
@@ -275,9 +284,7 @@ export class RevocationFollower implements RevocationFeedFollower {
     for (;;) {
       const rows = await this.#bounded(
         client.all<RawEvent>(
-          `select ${COLUMNS} from revocation_events
-            where (xid, id) > (?::text::xid8, ?::bigint) and occurred_at >= ?
-            order by revocation_events.xid, revocation_events.id limit 5000`,
+          FOLLOWER_READ,
           [(after?.xid ?? 0n).toString(), (after?.id ?? 0n).toString(), loaded ? new Date(startedAt - this.options.relevanceMs) : new Date(0)],
         ),
       );

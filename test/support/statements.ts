@@ -1,5 +1,9 @@
 import { Writable } from 'node:stream';
 import { READINESS_PING } from '../../src/persistence/database.js';
+import { FOLLOWER_READ } from '../../src/persistence/revocation-feed.js';
+
+/** The server's own background statements, which share the pool only on the embedded database. */
+const BACKGROUND = new Set([READINESS_PING, FOLLOWER_READ.replace(/\s+/g, ' ').trim()]);
 
 /**
  * The SQL statements a server sent, read from its trace-level ORM log (statements only, never
@@ -13,9 +17,9 @@ export class StatementLog extends Writable {
       const entry = JSON.parse(line) as { component?: string; msg?: string };
       const match = entry.component === 'orm' ? /^\[query\] (.*?)(?: \[took .*)?$/s.exec(entry.msg ?? '') : null;
       const statement = match?.[1]!.replace(/\s+/g, ' ').trim();
-      // Readiness pings share the pool only on a single-connection database (the embedded one):
-      // they are the server's, not the call's.
-      if (statement !== undefined && statement !== READINESS_PING) this.statements.push(statement);
+      // Readiness pings and the revocation follower's reads share the pool only on a
+      // single-connection database (the embedded one): they are the server's, not the call's.
+      if (statement !== undefined && !BACKGROUND.has(statement)) this.statements.push(statement);
     }
     done();
   }
