@@ -61,13 +61,6 @@ export class RevocationView {
     return sessions + this.#users.size;
   }
 
-  /** Bytes of the revoked-session table (outside the JS heap). */
-  get tableBytes(): number {
-    let bytes = 0;
-    for (const table of this.#generations.values()) bytes += table.bytes;
-    return bytes;
-  }
-
   /** Calls answered by the database because the view was not fresh. */
   get fallbacks(): number {
     return this.#fallbacks;
