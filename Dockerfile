@@ -1,8 +1,13 @@
 # Latchkey's container image. Build:  docker build -t latchkey .   (or: podman build / buildah bud)
 #
 # Build and runtime stages start from the same node:24-bookworm-slim, so the native bcrypt module
-# built or fetched in one runs against the same glibc in the other.
-ARG NODE_IMAGE=node:24-bookworm-slim
+# built or fetched in one runs against the same glibc in the other. The base is pinned by digest
+# (the multi-platform index of node:24-bookworm-slim with Node 24.18.0), so a rebuild gets the same
+# base until the pin is moved on purpose: look the new digest up with
+# `docker buildx imagetools inspect node:24-bookworm-slim` (or `skopeo inspect`, `crane digest`)
+# and replace it here, or let Renovate/Dependabot's docker updater do it. `--build-arg NODE_IMAGE=…`
+# overrides it (the deploy tests build on a local stand-in, test/deploy/setup.sh).
+ARG NODE_IMAGE=docker.io/library/node:24-bookworm-slim@sha256:6f7b03f7c2c8e2e784dcf9295400527b9b1270fd37b7e9a7285cf83b6951452d
 
 # --- build: every dependency, generated code, TypeScript compiled into dist/ ---------------------
 FROM ${NODE_IMAGE} AS build
@@ -23,7 +28,15 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+# Then what Node never loads at run time: TypeScript sources and declarations (`*.ts`, `*.d.ts`,
+# `*.mts`, `*.cts`), source maps, Markdown, each package's own test folder, and @types. About half
+# of what `npm ci --omit=dev` installs (48 MB to 20 MB); LICENSE files stay. PGlite and
+# google-proto-files are development dependencies, so they are not installed here at all.
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force \
+ && find node_modules -type f \( -name '*.ts' -o -name '*.mts' -o -name '*.cts' -o -name '*.map' -o -name '*.md' \) -delete \
+ && find node_modules -type d \( -name test -o -name tests -o -name __tests__ \) -prune \
+      -exec sh -c 'for dir; do if [ -f "$dir/../package.json" ]; then rm -rf "$dir"; fi; done' sh {} + \
+ && rm -rf node_modules/@types
 
 # --- runtime ---------------------------------------------------------------------------------------
 FROM ${NODE_IMAGE}

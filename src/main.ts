@@ -1,5 +1,7 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { healthcheck } from './cli/healthcheck.js';
 import { startApp, type RunningApp } from './app.js';
 import { ConfigError, loadConfig } from './config/load.js';
 import { renderConfigTable } from './config/docs.js';
@@ -9,14 +11,61 @@ import { openDatabase } from './persistence/open.js';
 import { sweepOnce } from './scheduler/index.js';
 
 const USAGE = `Usage: latchkey <command>
+       latchkey --version
 
 Commands:
-  serve     Serve the gRPC API and HTTP probes (default)
-  migrate   Apply pending database migrations to DATABASE_URL and exit
-  sweep     Run every sweep once (expired sessions, used tokens, old audit events), print a summary and exit
-  config    Print the configuration reference (Markdown) and exit
+  serve        Serve the gRPC API and HTTP probes (default)
+  migrate      Apply pending database migrations to DATABASE_URL and exit
+  sweep        Run every sweep once (expired sessions, used tokens, old audit events), print a summary and exit
+  config       Print the configuration reference (Markdown) and exit
+  healthcheck  Check a running server and exit 0 when it is healthy, 1 when not:
+                 --grpc <host:port>  ask grpc.health.v1.Health/Check (default 127.0.0.1:$GRPC_PORT, or :50051)
+                 --service <name>    the health service name to check (default '', the whole server)
+                 --jwks <url>        also fetch the JWKS and require at least one key
+                 --no-grpc           skip the gRPC check (with --jwks)
+                 --timeout <ms>      per check (default 5000)
+  version      Print the version and exit
 
 Configuration comes from environment variables; see \`latchkey config\`.`;
+
+/** The version of the package this build came from (package.json sits beside dist/ and src/). */
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
+async function healthcheckCommand(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      allowPositionals: false,
+      strict: true,
+      options: {
+        grpc: { type: 'string' },
+        'no-grpc': { type: 'boolean' },
+        service: { type: 'string', default: '' },
+        jwks: { type: 'string' },
+        timeout: { type: 'string', default: '5000' },
+      },
+    }));
+  } catch (error) {
+    process.stderr.write(`latchkey healthcheck: ${(error as Error).message}\n\n${USAGE}\n`);
+    return 64;
+  }
+  const timeoutMs = Number(values.timeout);
+  if (!Number.isInteger(timeoutMs) || timeoutMs <= 0) {
+    process.stderr.write('latchkey healthcheck: --timeout must be a whole number of milliseconds\n');
+    return 64;
+  }
+  const grpc = values['no-grpc'] ? undefined : (values.grpc ?? `127.0.0.1:${process.env.GRPC_PORT || '50051'}`);
+  if (grpc === undefined && values.jwks === undefined) {
+    process.stderr.write('latchkey healthcheck: nothing to check (--no-grpc without --jwks)\n');
+    return 64;
+  }
+  const results = await healthcheck({ grpc, service: values.service, jwks: values.jwks, timeoutMs });
+  for (const result of results) process.stdout.write(`${result.ok ? 'ok' : 'FAILED'}: ${result.check}: ${result.detail}\n`);
+  return results.every((result) => result.ok) ? 0 : 1;
+}
 
 function exitAfterFlush(logger: Logger, code: number): void {
   logger.flush(() => process.exit(code));
@@ -110,10 +159,20 @@ async function sweepCommand(config: Config, logger: Logger): Promise<number> {
 }
 
 async function main(argv: string[]): Promise<number> {
-  const { positionals, values } = parseArgs({ args: argv, allowPositionals: true, options: { help: { type: 'boolean', short: 'h' } }, strict: false });
+  if (argv[0] === 'healthcheck') return healthcheckCommand(argv.slice(1));
+  const { positionals, values } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' } },
+    strict: false,
+  });
   const command = positionals[0] ?? 'serve';
   if (values.help || command === 'help') {
     process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (values.version || command === 'version') {
+    process.stdout.write(`${packageVersion()}\n`);
     return 0;
   }
   if (command === 'config') {

@@ -15,6 +15,31 @@ export interface OpenDatabase {
   close(): Promise<void>;
 }
 
+/**
+ * DATABASE_URL is unset but this build has no embedded database: PGlite is a development
+ * dependency, left out of the container image and of `npm ci --omit=dev` installs.
+ */
+export class EmbeddedDatabaseUnavailableError extends Error {
+  constructor() {
+    super(
+      'DATABASE_URL is not set and the embedded development database (PGlite) is not installed in this build (the container image leaves it out): set DATABASE_URL to a PostgreSQL server',
+    );
+    this.name = 'EmbeddedDatabaseUnavailableError';
+  }
+}
+
+/** Loads the embedded database module, whose PGlite packages are development dependencies. */
+async function loadEmbedded(): Promise<typeof import('./embedded.js')> {
+  try {
+    // Loaded only when used: PGlite adds about 9 MB to every process that imports it.
+    return await import('./embedded.js');
+  } catch (error) {
+    const { code, message } = error as NodeJS.ErrnoException;
+    if (code === 'ERR_MODULE_NOT_FOUND' && message.includes('@electric-sql/pglite')) throw new EmbeddedDatabaseUnavailableError();
+    throw error;
+  }
+}
+
 export class SchemaOutdatedError extends Error {
   constructor(pending: readonly string[]) {
     super(`database schema is outdated: ${pending.length} pending migration(s) (${pending.join(', ')}); run \`latchkey migrate\``);
@@ -35,8 +60,7 @@ export async function openDatabase(
   let embedded: EmbeddedDatabase | undefined;
   let url = config.DATABASE_URL;
   if (url === undefined) {
-    // Loaded only when used: PGlite adds about 9 MB to every process that imports it.
-    const { startEmbeddedDatabase } = await import('./embedded.js');
+    const { startEmbeddedDatabase } = await loadEmbedded();
     embedded = await startEmbeddedDatabase(config.LATCHKEY_DATA_DIR);
     url = embedded.url;
     logger.warn(
