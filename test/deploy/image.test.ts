@@ -14,6 +14,11 @@ import { BUILD_NPMRC, ROOT, check, containerEnv, requireSetup, run } from './sup
 // filesystem and a tmpfs at /tmp.
 
 const IMAGE = 'localhost/latchkey:deploy-test';
+// The local stand-in for the base image that test/deploy/setup.sh builds (there is no Docker Hub
+// here): the build is given it in place of the Dockerfile's digest-pinned default.
+const BASE_IMAGE = 'docker.io/library/node:24-bookworm-slim';
+/** What the layers above the base image may add (issue 19), in bytes as podman counts them. */
+const MAX_ADDED_BYTES = 60 * 1000 * 1000;
 const HOST_CA = '/etc/ssl/certs/ca-certificates.crt';
 const ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 // Kubernetes' default terminationGracePeriodSeconds (and the chart's): SIGKILL would follow.
@@ -93,7 +98,21 @@ beforeAll(async () => {
   const revision = (await run('git', ['rev-parse', 'HEAD'], { cwd: ROOT })).stdout.trim() || 'unknown';
   await check(
     'buildah',
-    ['bud', '--isolation', 'chroot', '--pull=never', '--layers', ...mounts, '--build-arg', `REVISION=${revision}`, '--tag', IMAGE, ROOT],
+    [
+      'bud',
+      '--isolation',
+      'chroot',
+      '--pull=never',
+      '--layers',
+      ...mounts,
+      '--build-arg',
+      `NODE_IMAGE=${BASE_IMAGE}`,
+      '--build-arg',
+      `REVISION=${revision}`,
+      '--tag',
+      IMAGE,
+      ROOT,
+    ],
     { env: containerEnv(), timeout: BUILD_TIMEOUT_MS },
   );
   await adminQuery(`create database "${database}"`);
@@ -138,8 +157,48 @@ describe('the container image', () => {
     });
     const lines = listing.split('\n');
     expect(lines.slice(0, 4)).toEqual(['dist', 'node_modules', 'package.json', 'proto']);
-    for (const devOnly of ['jest', 'typescript', '@swc', 'ts-proto', '@kubernetes', 'kubernetes-models']) expect(lines).not.toContain(devOnly);
-    for (const runtime of ['bcrypt', '@grpc', '@mikro-orm', 'pino']) expect(lines).toContain(runtime);
+    // Code generation (google-proto-files) and the embedded development database (PGlite) are
+    // development dependencies; @types only ever served the compiler.
+    for (const devOnly of ['jest', 'typescript', '@swc', 'ts-proto', '@kubernetes', 'kubernetes-models', 'google-proto-files', '@electric-sql', '@types']) {
+      expect(lines).not.toContain(devOnly);
+    }
+    for (const runtime of ['bcrypt', '@grpc', '@mikro-orm', 'pino', '@bufbuild', 'grpc-health-check']) expect(lines).toContain(runtime);
+    // What Node never loads is pruned from node_modules: TypeScript, declarations, source maps.
+    const leftovers = await check(
+      'podman',
+      ['run', '--rm', '--entrypoint', 'sh', IMAGE, '-c', "find /app/node_modules -type f \\( -name '*.ts' -o -name '*.map' -o -name '*.md' \\) | head -5"],
+      { env: containerEnv() },
+    );
+    expect(leftovers).toBe('');
+  });
+
+  it(`adds at most ${MAX_ADDED_BYTES / 1e6} MB to its base image, which the Dockerfile pins by digest`, async () => {
+    const size = async (image: string) =>
+      Number((await check('podman', ['image', 'inspect', '--format', '{{.Size}}', image], { env: containerEnv() })).trim());
+    const [total, base] = [await size(IMAGE), await size(BASE_IMAGE)];
+    const added = total - base;
+    // Printed for the README's "Container image" section.
+    process.stdout.write(`image ${(total / 1e6).toFixed(1)} MB = base ${(base / 1e6).toFixed(1)} MB + ${(added / 1e6).toFixed(1)} MB\n`);
+    expect(added).toBeGreaterThan(0);
+    expect(added).toBeLessThanOrEqual(MAX_ADDED_BYTES);
+    const dockerfile = readFileSync(`${ROOT}Dockerfile`, 'utf8');
+    expect(/^ARG NODE_IMAGE=(\S+)$/m.exec(dockerfile)?.[1]).toMatch(/^docker\.io\/library\/node:24-bookworm-slim@sha256:[0-9a-f]{64}$/);
+    expect(dockerfile.match(/^FROM \$\{NODE_IMAGE\}/gm)).toHaveLength(3);
+  });
+
+  it('prints its version with `latchkey --version`', async () => {
+    const version = (JSON.parse(readFileSync(`${ROOT}package.json`, 'utf8')) as { version: string }).version;
+    const result = await run('podman', ['run', '--rm', IMAGE, 'node', 'dist/main.js', '--version'], { env: containerEnv() });
+    expect(result).toEqual({ code: 0, stdout: `${version}\n`, stderr: '' });
+  });
+
+  it('refuses to start without DATABASE_URL, saying the embedded development database is not in the image', async () => {
+    // development mode, where DATABASE_URL is optional: production would refuse it as configuration.
+    const result = await run('podman', [...podmanRunArgs({ NODE_ENV: 'development' }), IMAGE, 'node', 'dist/main.js', 'migrate'], { env: containerEnv() });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(
+      'latchkey: migrate failed: DATABASE_URL is not set and the embedded development database (PGlite) is not installed in this build (the container image leaves it out): set DATABASE_URL to a PostgreSQL server\n',
+    );
   });
 
   it('applies the migrations with `node dist/main.js migrate` and exits 0', async () => {
@@ -163,6 +222,28 @@ describe('the container image', () => {
       const health = await until(() => healthCheck(grpcPort), (status) => status === 'SERVING', 60_000);
       expect({ health, output: health === 'SERVING' ? '' : output }).toEqual({ health: 'SERVING', output: '' });
       expect(await httpGet(httpPort, '/readyz')).toBe(200);
+      // `latchkey healthcheck`, as the chart's `helm test` pods run it: from another container.
+      const probe = await run(
+        'podman',
+        [
+          ...podmanRunArgs({}),
+          IMAGE,
+          'node',
+          'dist/main.js',
+          'healthcheck',
+          '--grpc',
+          `127.0.0.1:${grpcPort}`,
+          '--jwks',
+          `http://127.0.0.1:${httpPort}/.well-known/jwks.json`,
+        ],
+        { env: containerEnv() },
+      );
+      expect(probe).toEqual({ code: 0, stdout: expect.any(String), stderr: '' });
+      expect(probe.stdout.split('\n')).toEqual([
+        `ok: grpc 127.0.0.1:${grpcPort} service '': SERVING`,
+        expect.stringMatching(new RegExp(`^ok: jwks http://127\\.0\\.0\\.1:${httpPort}/\\.well-known/jwks\\.json: HTTP 200, [1-9]\\d* key\\(s\\)$`)),
+        '',
+      ]);
 
       // Every process in the container, as the host sees it: tini as PID 1, then node, none as root.
       const top = await check('podman', ['top', container, 'pid', 'hpid', 'args'], { env: containerEnv() });

@@ -71,9 +71,90 @@ app.kubernetes.io/managed-by: {{ .context.Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{/* The Secret the server and the sweep Job read. */}}
+{{/* The Secret the chart makes from `secret.env` (when it is not empty). */}}
 {{- define "latchkey.secretName" -}}
-{{- default (include "latchkey.fullname" .) .Values.secret.existingSecret -}}
+{{- include "latchkey.fullname" . -}}
+{{- end -}}
+
+{{/* "true" when the chart makes a Secret: `secret.env` holds something. */}}
+{{- define "latchkey.chartSecret" -}}
+{{- if .Values.secret.env -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The secret variables read from existing Secrets, as a YAML list of EnvVar entries with a
+secretKeyRef: DATABASE_URL from `secret.databaseUrlSecret` or `secret.existingSecret`, the others
+from `secret.existingSecret`, each under the key `secret.existingSecret.keys` maps it to.
+SERVICE_API_KEYS is optional, so a Secret without it is no error.
+*/}}
+{{- define "latchkey.secretKeyRefs" -}}
+{{- $secret := .Values.secret -}}
+{{- $entries := list -}}
+{{- range $variable := list (list "DATABASE_URL" "databaseUrl" true) (list "KEY_ENCRYPTION_KEY" "keyEncryptionKey" true) (list "SERVICE_API_KEYS" "serviceApiKeys" false) -}}
+{{- $name := index $variable 0 -}}
+{{- $ref := dict -}}
+{{- if and (eq $name "DATABASE_URL") $secret.databaseUrlSecret.name -}}
+{{- $ref = dict "name" $secret.databaseUrlSecret.name "key" $secret.databaseUrlSecret.key -}}
+{{- else if $secret.existingSecret.name -}}
+{{- $ref = dict "name" $secret.existingSecret.name "key" (get $secret.existingSecret.keys (index $variable 1)) -}}
+{{- end -}}
+{{- if $ref -}}
+{{- if not (index $variable 2) -}}
+{{- $_ := set $ref "optional" true -}}
+{{- end -}}
+{{- $entries = append $entries (dict "name" $name "valueFrom" (dict "secretKeyRef" $ref)) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $entries -}}
+{{- end -}}
+
+{{/*
+Refuses to render an install that cannot start: every missing required value, by name, in one
+message. An existing Secret stands in for the secret values (its keys are checked only when the
+pods start: `helm template` sees no cluster).
+*/}}
+{{- define "latchkey.validateValues" -}}
+{{- $missing := list -}}
+{{- if not .Values.publicUrl -}}
+{{- $missing = append $missing "publicUrl (the service's public https:// base URL)" -}}
+{{- end -}}
+{{- $fromSecrets := list -}}
+{{- range include "latchkey.secretKeyRefs" . | fromYamlArray -}}
+{{- $fromSecrets = append $fromSecrets .name -}}
+{{- end -}}
+{{- if not (or (has "DATABASE_URL" $fromSecrets) .Values.secret.env.DATABASE_URL) -}}
+{{- $missing = append $missing "secret.env.DATABASE_URL (or an existing Secret: secret.existingSecret.name or secret.databaseUrlSecret.name)" -}}
+{{- end -}}
+{{- if not (or (has "KEY_ENCRYPTION_KEY" $fromSecrets) .Values.secret.env.KEY_ENCRYPTION_KEY) -}}
+{{- $missing = append $missing "secret.env.KEY_ENCRYPTION_KEY (or an existing Secret: secret.existingSecret.name)" -}}
+{{- end -}}
+{{- if $missing -}}
+{{- fail (printf "\n\nlatchkey: required values are missing:\n  - %s\nSee the chart's README (Kubernetes) for each." (join "\n  - " $missing)) -}}
+{{- end -}}
+{{- if and .Values.grpcRoute.enabled (not .Values.grpcRoute.parentRefs) -}}
+{{- fail "\n\nlatchkey: grpcRoute.parentRefs is required when grpcRoute.enabled is true (the Gateway to attach the GRPCRoute to)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The `env` entries of every Latchkey container after the ones it sets itself, as a YAML list: the
+secret variables from existing Secrets, then `extraEnv`. Empty when there are none.
+*/}}
+{{- define "latchkey.extraEnvEntries" -}}
+{{- $entries := include "latchkey.secretKeyRefs" . | fromYamlArray -}}
+{{- if .Values.extraEnv -}}
+{{- $entries = concat $entries (tpl (toYaml .Values.extraEnv) . | fromYamlArray) -}}
+{{- end -}}
+{{- if $entries -}}
+{{- toYaml $entries -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The `envFrom` entries from `extraEnvFrom`, as a YAML list; empty when there are none. */}}
+{{- define "latchkey.extraEnvFromEntries" -}}
+{{- if .Values.extraEnvFrom -}}
+{{- tpl (toYaml .Values.extraEnvFrom) . -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -125,6 +206,9 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: {{ .Values.tmpSizeLimit }}
+  {{- with .Values.extraVolumes }}
+  {{- tpl (toYaml .) $ | nindent 2 }}
+  {{- end }}
 {{- end -}}
 
 {{/* Container-level settings shared by the server, migration and sweep containers. */}}
@@ -138,4 +222,7 @@ resources:
 volumeMounts:
   - name: tmp
     mountPath: /tmp
+  {{- with .Values.extraVolumeMounts }}
+  {{- tpl (toYaml .) $ | nindent 2 }}
+  {{- end }}
 {{- end -}}

@@ -1,5 +1,5 @@
 import * as k8s from '@kubernetes/client-node';
-import { ConfigMap, Secret, Service, ServiceAccount } from 'kubernetes-models/v1';
+import { ConfigMap, Pod, Secret, Service, ServiceAccount } from 'kubernetes-models/v1';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { CronJob, Job } from 'kubernetes-models/batch/v1';
 import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2';
@@ -13,7 +13,8 @@ import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
  *    schema, but accepts unknown fields;
  *  - so every field is also looked up in @kubernetes/client-node's generated type maps, where an
  *    unknown (misspelt, misplaced or too-new) field is an error.
- * Custom resources the chart renders (ServiceMonitor, PrometheusRule, Istio RequestAuthentication)
+ * Custom resources the chart renders (ServiceMonitor, PrometheusRule, Istio RequestAuthentication,
+ * Gateway API GRPCRoute)
  * are in neither package and are checked against their known shape below.
  */
 
@@ -31,6 +32,7 @@ type Shape = string | { readonly [field: string]: Shape } | readonly [Shape];
 
 const builtIn: Record<string, { model: string; validate: (object: K8sObject) => void }> = {
   'v1/ConfigMap': { model: 'V1ConfigMap', validate: (o) => new ConfigMap(o as never).validate() },
+  'v1/Pod': { model: 'V1Pod', validate: (o) => new Pod(o as never).validate() },
   'v1/Secret': { model: 'V1Secret', validate: (o) => new Secret(o as never).validate() },
   'v1/Service': { model: 'V1Service', validate: (o) => new Service(o as never).validate() },
   'v1/ServiceAccount': { model: 'V1ServiceAccount', validate: (o) => new ServiceAccount(o as never).validate() },
@@ -140,6 +142,34 @@ const requestAuthentication: Shape = {
     ],
   },
 };
+/** gateway.networking.k8s.io/v1 GRPCRoute (Gateway API v1.1 and later), the fields of its CRD schema. */
+const parentReference: Shape = { group: 'string', kind: 'string', namespace: 'string', name: 'string', sectionName: 'string', port: 'number' };
+const headerModifier: Shape = { set: [{ name: 'string', value: 'string' }], add: [{ name: 'string', value: 'string' }], remove: 'Array<string>' };
+const grpcRouteFilter: Shape = {
+  type: 'string',
+  requestHeaderModifier: headerModifier,
+  responseHeaderModifier: headerModifier,
+  requestMirror: { backendRef: { group: 'string', kind: 'string', name: 'string', namespace: 'string', port: 'number' }, percent: 'number', fraction: 'any' },
+  extensionRef: { group: 'string', kind: 'string', name: 'string' },
+};
+const grpcRoute: Shape = {
+  apiVersion: 'string',
+  kind: 'string',
+  metadata: 'V1ObjectMeta',
+  spec: {
+    parentRefs: [parentReference],
+    hostnames: 'Array<string>',
+    rules: [
+      {
+        name: 'string',
+        matches: [{ method: { type: 'string', service: 'string', method: 'string' }, headers: [{ type: 'string', name: 'string', value: 'string' }] }],
+        filters: [grpcRouteFilter],
+        backendRefs: [{ group: 'string', kind: 'string', name: 'string', namespace: 'string', port: 'number', weight: 'number', filters: [grpcRouteFilter] }],
+        sessionPersistence: 'any',
+      },
+    ],
+  },
+};
 const custom: Record<string, { shape: Shape; required: (object: K8sObject) => string[] }> = {
   'monitoring.coreos.com/v1/ServiceMonitor': {
     shape: serviceMonitor,
@@ -166,6 +196,20 @@ const custom: Record<string, { shape: Shape; required: (object: K8sObject) => st
             ...(!rule.alert === !rule.record ? [`spec.groups[${group.name}].rules[]: exactly one of alert and record`] : []),
           ]),
         ),
+      ];
+    },
+  },
+  'gateway.networking.k8s.io/v1/GRPCRoute': {
+    shape: grpcRoute,
+    // The CRD requires a name on every parent and backend reference, and a port on a Service backend.
+    required: (o) => {
+      const spec = o.spec as { parentRefs?: { name?: string }[]; rules?: { backendRefs?: { name?: string; kind?: string; port?: number }[] }[] } | undefined;
+      return [
+        ...(spec?.parentRefs ?? []).filter((ref) => !ref.name).map(() => 'spec.parentRefs[].name is required'),
+        ...(spec?.rules ?? []).flatMap((rule) => rule.backendRefs ?? []).flatMap((ref) => [
+          ...(!ref.name ? ['spec.rules[].backendRefs[].name is required'] : []),
+          ...((ref.kind ?? 'Service') === 'Service' && ref.port === undefined ? ['spec.rules[].backendRefs[]: port is required for a Service'] : []),
+        ]),
       ];
     },
   },
