@@ -52,13 +52,11 @@ const TRY_LOCK = `select pg_try_advisory_xact_lock(hashtext('latchkey.signing_ke
  */
 export const SIGNING_KEYS_FINGERPRINT = `select coalesce(string_agg(kid || '/' || activates_at::text || '/' || coalesce(retired_at::text, '-') || '/' || coalesce(expires_at::text, '-') || '/' || coalesce(kek_id, '-'), ',' order by kid), '') as fingerprint from signing_keys`;
 
-/** Keys still published in the JWKS at `now`: not past `expires_at`. Oldest activation first. */
+/** Keys still published in the JWKS at a time (the parameter): not past `expires_at`. Oldest activation first. */
+export const LIST_PUBLISHED = `select ${COLUMNS} from signing_keys where expires_at is null or expires_at > ? order by activates_at, kid`;
+
 async function listPublished(em: EntityManager, now: Date): Promise<SigningKeyRow[]> {
-  const rows = await queryAll<RawRow>(
-    em,
-    `select ${COLUMNS} from signing_keys where expires_at is null or expires_at > ? order by activates_at, kid`,
-    [now],
-  );
+  const rows = await queryAll<RawRow>(em, LIST_PUBLISHED, [now]);
   return rows.map(toRow);
 }
 
