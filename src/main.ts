@@ -6,7 +6,7 @@ import { renderConfigTable } from './config/docs.js';
 import type { Config } from './config/schema.js';
 import { createLogger, routeGrpcLogs, type Logger } from './observability/logger.js';
 import { openDatabase } from './persistence/open.js';
-import { sweepOnce } from './scheduler/index.js';
+import { sweepOnce, type KeyRotationReport } from './scheduler/index.js';
 import { systemClock } from './domain/clock.js';
 import { listSigningKeys, retireSigningKeyNow, rewrapKeys, rotateSigningKeys, rotationPolicy } from './domain/keys/key-admin.js';
 import { resolveKeyEncryptionKeys } from './domain/keys/key-encryption-key.js';
@@ -110,7 +110,12 @@ async function sweepCommand(config: Config, logger: Logger): Promise<number> {
     const keyEncryptionKeys = await resolveKeyEncryptionKeys(config, logger);
     const reports = await sweepOnce(config, { orm: database.orm, logger: logger.child({ component: 'sweep' }), keyEncryptionKeys }, interrupt.signal);
     for (const r of reports) {
-      process.stdout.write(`${r.job}: ${r.outcome}, ${r.rowsDeleted} rows deleted in ${r.batches} batches (${r.durationMs} ms)\n`);
+      if ('retired' in r) {
+        const k = r as KeyRotationReport;
+        process.stdout.write(`${k.job}: ${k.outcome}, ${k.staged ? 1 : 0} keys staged, ${k.retired.length} retired, ${k.rowsDeleted} removed (${k.durationMs} ms)\n`);
+      } else {
+        process.stdout.write(`${r.job}: ${r.outcome}, ${r.rowsDeleted} rows deleted in ${r.batches} batches (${r.durationMs} ms)\n`);
+      }
     }
     const failed = reports.filter((r) => r.outcome === 'failed');
     if (failed.length > 0) {
