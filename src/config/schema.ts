@@ -178,7 +178,7 @@ const cronExpression = z.string().transform((text, ctx) => {
 export const variables = {
   NODE_ENV: variable({
     description:
-      'Deployment mode: `development`, `production` or `test`. `production` requires `DATABASE_URL`, `KEY_ENCRYPTION_KEY` and an `https://` `PUBLIC_URL`.',
+      'Deployment mode: `development`, `production` or `test`. `production` requires `DATABASE_URL`, `KEY_ENCRYPTION_KEY` (or `KEY_ENCRYPTION_KEYS`) and an `https://` `PUBLIC_URL`.',
     default: 'development',
     schema: z.enum(['development', 'production', 'test'], { error: 'must be development, production or test' }),
   }),
