@@ -99,7 +99,8 @@ export class KeyRingFollower {
     }
     try {
       const fingerprint = await signingKeys.fingerprint(this.options.em());
-      const changed = this.#lastFingerprint !== undefined && fingerprint !== this.#lastFingerprint;
+      // The first check reloads too: a change between start-up's load and here is not missed.
+      const changed = fingerprint !== this.#lastFingerprint;
       this.#lastFingerprint = fingerprint;
       if (changed) await this.changed();
     } catch (error) {
