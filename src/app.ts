@@ -5,7 +5,7 @@ import { CallerAuthenticator, ServiceApiKeys } from './domain/callers.js';
 import { systemClock, type Clock } from './domain/clock.js';
 import { resolveKeyEncryptionKeys } from './domain/keys/key-encryption-key.js';
 import { loadRefreshSecretDeriver } from './domain/keys/key-admin.js';
-import { KeyRingFollower, SIGNING_KEYS_CHANNEL } from './domain/keys/key-follower.js';
+import { KeyRingFollower, observeSigningKeys, SIGNING_KEYS_CHANNEL } from './domain/keys/key-follower.js';
 import { KeyRing } from './domain/keys/key-ring.js';
 import { PasswordHasher } from './domain/passwords/hasher.js';
 import { AccessTokens } from './domain/tokens/access-tokens.js';
@@ -174,6 +174,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
     pollIntervalMs: dedicated ? undefined : Math.min(1_000, config.SIGNING_KEY_RELOAD_INTERVAL),
     logger: logger.child({ component: 'signing-keys' }),
   });
+  observeSigningKeys(metrics.registry, keys, keyFollower);
   const keyChannels = { [SIGNING_KEYS_CHANNEL]: () => void keyFollower.changed() };
   follower = new RevocationFollower(view, {
     connect: (handlers) =>

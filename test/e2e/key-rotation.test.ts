@@ -19,6 +19,7 @@ import { authClient, call, errorDetails } from '../support/clients.js';
 import { configProblems, TEST_KEY_ENCRYPTION_KEY, testConfig, testEnv } from '../support/config.js';
 import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
 import { type Replica, startReplica, withBearer } from '../support/replicas.js';
+import { metricValue } from '../support/metrics.js';
 import { waitFor } from '../support/wait.js';
 
 const silent = createLogger('silent');
@@ -122,6 +123,7 @@ describe('a retired and removed key', () => {
       const staged = await rotateSigningKeys(orm.em.fork(), keks, clock, rotationPolicy(config), { wait: true, force: true });
       const newKid = staged.staged!.kid;
       await waitFor(() => jwksKids(replica.app.httpPort), (kids) => kids.includes(newKid));
+      expect(await metricValue(replica.app.httpPort, 'latchkey_signing_keys_published')).toBe(2);
       expect(kidOf((await login(replica.auth, email)).tokens!.accessToken)).toBe(oldKid);
 
       clock.advance(10 * MINUTE);
@@ -142,6 +144,7 @@ describe('a retired and removed key', () => {
       expect(removing).toMatchObject({ outcome: 'completed', rowsDeleted: 1 });
       await waitFor(() => jwksKids(replica.app.httpPort), (kids) => !kids.includes(oldKid));
       expect(await jwksKids(replica.app.httpPort)).toEqual([newKid]);
+      expect(await metricValue(replica.app.httpPort, 'latchkey_signing_keys_published')).toBe(1);
 
       // A token the removed key signs now (unexpired, otherwise perfect) is refused, both ways.
       const now = Math.floor(clock.ms / 1000);
@@ -244,6 +247,9 @@ onPostgres('two replicas', () => {
       sampling = false;
       await sampler;
     }
+    // The job ran on A's scheduler, counted like the sweeps.
+    const runs = await fetch(`http://127.0.0.1:${a.app.httpPort}/metrics`).then((r) => r.text());
+    expect(runs).toMatch(/^latchkey_sweep_runs_total\{job="rotate-signing-keys",outcome="completed"\} [1-9]\d*$/m);
     // Every token's key was in B's JWKS before the token was asked for.
     expect(issued.filter((t) => !t.publishedBefore.has(t.kid)).map((t) => t.kid)).toEqual([]);
     expect(new Set(issued.map((t) => t.kid)).size).toBe(2);

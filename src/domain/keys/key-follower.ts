@@ -1,4 +1,5 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
+import { Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../../observability/logger.js';
 import { signingKeys } from '../../persistence/repositories/signing-keys.js';
 import type { KeyRing } from './key-ring.js';
@@ -34,11 +35,17 @@ export class KeyRingFollower {
   #stopped = false;
   #lastReload = Date.now();
   #lastFingerprint: string | undefined;
+  #lastSuccessAt = Date.now();
 
   constructor(
     private readonly ring: KeyRing,
     private readonly options: KeyRingFollowerOptions,
   ) {}
+
+  /** Wall-clock ms of the last reload that succeeded (or of start-up's load). */
+  get lastSuccessAt(): number {
+    return this.#lastSuccessAt;
+  }
 
   start(): void {
     this.#schedule();
@@ -76,6 +83,7 @@ export class KeyRingFollower {
       const changed = await this.ring.reload(this.options.em(), (kid, error) =>
         this.options.logger.error({ kid, err: { message: error.message } }, 'signing key left out: no configured key-encryption key opens it'),
       );
+      this.#lastSuccessAt = Date.now();
       if (changed) {
         this.options.logger.info({ kid: this.ring.signing.kid, publishedKeys: this.ring.keyIds.length }, 'signing keys reloaded');
         this.options.onChange?.();
@@ -107,4 +115,24 @@ export class KeyRingFollower {
       this.options.logger.debug({ err: { message: (error as Error).message } }, 'signing keys: change check failed');
     }
   }
+}
+
+/** The key ring's metrics, read at scrape time. */
+export function observeSigningKeys(registry: Registry, ring: KeyRing, follower: KeyRingFollower): void {
+  new Gauge({
+    name: 'latchkey_signing_keys_published',
+    help: 'Signing keys this replica publishes in its JWKS (next, active and retired ones).',
+    registers: [registry],
+    collect() {
+      this.set(ring.keyIds.length);
+    },
+  });
+  new Gauge({
+    name: 'latchkey_signing_keys_last_reload_timestamp_seconds',
+    help: 'When this replica last read the signing keys successfully (Unix time); far behind SIGNING_KEY_RELOAD_INTERVAL means it cannot follow key changes.',
+    registers: [registry],
+    collect() {
+      this.set(follower.lastSuccessAt / 1000);
+    },
+  });
 }
