@@ -3,12 +3,13 @@ import { AccountService } from './domain/accounts/account-service.js';
 import { AuthService } from './domain/auth/auth-service.js';
 import { CallerAuthenticator, ServiceApiKeys } from './domain/callers.js';
 import { systemClock, type Clock } from './domain/clock.js';
-import { resolveKeyEncryptionKey } from './domain/keys/key-encryption-key.js';
+import { resolveKeyEncryptionKeys } from './domain/keys/key-encryption-key.js';
+import { loadRefreshSecretDeriver } from './domain/keys/key-admin.js';
+import { KeyRingFollower, observeSigningKeys, SIGNING_KEYS_CHANNEL } from './domain/keys/key-follower.js';
 import { KeyRing } from './domain/keys/key-ring.js';
 import { PasswordHasher } from './domain/passwords/hasher.js';
 import { AccessTokens } from './domain/tokens/access-tokens.js';
 import { SessionService } from './domain/sessions/session-service.js';
-import { RefreshSecretDeriver } from './domain/tokens/refresh-tokens.js';
 import { createGrpcServer } from './grpc/server.js';
 import { createHttpServer } from './http/server.js';
 import type { Logger } from './observability/logger.js';
@@ -41,7 +42,7 @@ export interface AppOverrides {
 
 export async function startApp(config: Config, logger: Logger, signal?: AbortSignal, overrides: AppOverrides = {}): Promise<RunningApp> {
   const clock = overrides.clock ?? systemClock;
-  const keyEncryptionKey = await resolveKeyEncryptionKey(config, logger);
+  const keyEncryptionKeys = await resolveKeyEncryptionKeys(config, logger);
   const database = await openDatabase(config, logger, {
     migrate: config.DATABASE_MIGRATE_ON_START ? 'apply' : 'require-current',
     signal,
@@ -79,10 +80,13 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
   let accounts: AccountService;
   let sessionService: SessionService;
   let callers: CallerAuthenticator;
+  let keys: KeyRing;
   try {
-    // Signing keys are loaded (and the first pair created) before serving: a wrong
-    // KEY_ENCRYPTION_KEY fails start-up here, loudly, instead of failing every login.
-    const keys = await KeyRing.load(database.orm.em.fork(), keyEncryptionKey, clock);
+    // The refresh-secret derivation key first (on an upgraded database it must be stored before
+    // this release creates anything), then the signing keys (the first pair created): a wrong
+    // key-encryption key list fails start-up here, loudly, naming key ids, instead of failing every login.
+    const refreshSecrets = await loadRefreshSecretDeriver(database.orm.em.fork(), keyEncryptionKeys);
+    keys = await KeyRing.load(database.orm.em.fork(), keyEncryptionKeys, clock);
     // Made once at start-up: the dummy hash compared against for unknown emails.
     const hasher = await PasswordHasher.create({
       cost: config.BCRYPT_COST,
@@ -101,7 +105,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
       hasher,
       keys,
       accessTokens: new AccessTokens(keys, { issuer: config.JWT_ISSUER, audience: config.JWT_AUDIENCE, ttlMs: config.ACCESS_TOKEN_TTL, cacheSize: config.ACCESS_TOKEN_CACHE_SIZE }, clock),
-      refreshSecrets: new RefreshSecretDeriver(keyEncryptionKey),
+      refreshSecrets: refreshSecrets.deriver,
       sessionPolicy: {
         idleTimeoutMs: config.SESSION_IDLE_TIMEOUT,
         maxLifetimeMs: config.SESSION_MAX_LIFETIME,
@@ -161,8 +165,26 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
   // a single-connection database (the embedded PGlite) by polling through that connection.
   const dedicated = database.url && database.poolMax > 1 ? database.url : undefined;
   const feedLogger = logger.child({ component: 'revocations' });
+  // Every replica's key ring follows `signing_keys`: a NOTIFY on the revocation follower's own
+  // LISTEN connection reloads it at once, a periodic reload is the safety net; on the embedded
+  // database (no notifications) it checks the table for changes every second instead.
+  const keyFollower = new KeyRingFollower(keys, {
+    em: () => database.orm.em.fork(),
+    reloadIntervalMs: config.SIGNING_KEY_RELOAD_INTERVAL,
+    pollIntervalMs: dedicated ? undefined : Math.min(1_000, config.SIGNING_KEY_RELOAD_INTERVAL),
+    logger: logger.child({ component: 'signing-keys' }),
+  });
+  observeSigningKeys(metrics.registry, keys, keyFollower);
+  const keyChannels = { [SIGNING_KEYS_CHANNEL]: () => void keyFollower.changed() };
   follower = new RevocationFollower(view, {
-    connect: (handlers) => (dedicated ? listeningConnection(dedicated, config.DATABASE_HEALTH_TIMEOUT, handlers) : Promise.resolve(polledConnection(database.orm))),
+    connect: (handlers) =>
+      dedicated
+        ? listeningConnection(dedicated, config.DATABASE_HEALTH_TIMEOUT, handlers, keyChannels).then((connection) => {
+            // Changes made while the connection was down went unnoticed: read once now.
+            void keyFollower.changed();
+            return connection;
+          })
+        : Promise.resolve(polledConnection(database.orm)),
     relevanceMs,
     pollIntervalMs: Math.min(500, Math.max(50, Math.floor(config.REVOCATION_MAX_STALENESS / 4) || 500)),
     readTimeoutMs: Math.max(config.DATABASE_HEALTH_TIMEOUT, 1_000),
@@ -175,6 +197,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
   await follower.start().catch((error: unknown) => feedLogger.warn({ err: { message: (error as Error).message } }, 'revocation view not loaded yet; check_revocation reads the database until it is'));
   const pruning = setInterval(() => view.prune(clock.now()), 60_000);
   pruning.unref();
+  keyFollower.start();
 
   let stopping = false;
   const grpc = createGrpcServer(
@@ -215,6 +238,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
     logger: logger.child({ component: 'scheduler' }),
     metrics: createSweepMetrics(metrics.registry),
     clock,
+    keyEncryptionKeys,
   });
   const http = createHttpServer({
     ready: () => !stopping && monitor.available,
@@ -231,6 +255,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
     grpc.server.forceShutdown();
     await http.close();
     clearInterval(pruning);
+    await keyFollower.stop();
     await follower.stop();
     await database.close();
     throw error;
@@ -259,6 +284,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
         await auth.drain();
         await accounts.drain();
         clearInterval(pruning);
+        await keyFollower.stop();
         await follower?.stop();
         await monitor.stop();
         await schedulerStopped;

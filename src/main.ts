@@ -8,7 +8,10 @@ import { renderConfigTable } from './config/docs.js';
 import type { Config } from './config/schema.js';
 import { createLogger, routeGrpcLogs, type Logger } from './observability/logger.js';
 import { openDatabase } from './persistence/open.js';
-import { sweepOnce } from './scheduler/index.js';
+import { sweepOnce, type KeyRotationReport } from './scheduler/index.js';
+import { systemClock } from './domain/clock.js';
+import { listSigningKeys, retireSigningKeyNow, rewrapKeys, rotateSigningKeys, rotationPolicy } from './domain/keys/key-admin.js';
+import { resolveKeyEncryptionKeys } from './domain/keys/key-encryption-key.js';
 
 const USAGE = `Usage: latchkey <command>
        latchkey --version
@@ -16,7 +19,16 @@ const USAGE = `Usage: latchkey <command>
 Commands:
   serve        Serve the gRPC API and HTTP probes (default)
   migrate      Apply pending database migrations to DATABASE_URL and exit
-  sweep        Run every sweep once (expired sessions, used tokens, old audit events), print a summary and exit
+  sweep        Run every sweep once (expired sessions, used tokens, old audit events) and the
+               signing-key rotation step, print a summary and exit
+  keys list                 List the signing keys: kid, state (next, active, retired, removed),
+                            key-encryption key id and timestamps
+  keys rotate               Stage a new signing key now (published at once, signs after
+                            SIGNING_KEY_PUBLISH_AHEAD)
+  keys retire <kid> --now   Withdraw a compromised key at once: its tokens stop validating on
+                            every replica within seconds, and another key signs at once
+  keys rewrap               Re-encrypt every stored private key with the first key-encryption key
+                            (KEY_ENCRYPTION_KEYS), after which the others can be dropped
   config       Print the configuration reference (Markdown) and exit
   healthcheck  Check a running server and exit 0 when it is healthy, 1 when not:
                  --grpc <host:port>  ask grpc.health.v1.Health/Check (default 127.0.0.1:$GRPC_PORT, or :50051)
@@ -144,9 +156,15 @@ async function sweepCommand(config: Config, logger: Logger): Promise<number> {
     throw error;
   }
   try {
-    const reports = await sweepOnce(config, { orm: database.orm, logger: logger.child({ component: 'sweep' }) }, interrupt.signal);
+    const keyEncryptionKeys = await resolveKeyEncryptionKeys(config, logger);
+    const reports = await sweepOnce(config, { orm: database.orm, logger: logger.child({ component: 'sweep' }), keyEncryptionKeys }, interrupt.signal);
     for (const r of reports) {
-      process.stdout.write(`${r.job}: ${r.outcome}, ${r.rowsDeleted} rows deleted in ${r.batches} batches (${r.durationMs} ms)\n`);
+      if ('retired' in r) {
+        const k = r as KeyRotationReport;
+        process.stdout.write(`${k.job}: ${k.outcome}, ${k.staged ? 1 : 0} keys staged, ${k.retired.length} retired, ${k.rowsDeleted} removed (${k.durationMs} ms)\n`);
+      } else {
+        process.stdout.write(`${r.job}: ${r.outcome}, ${r.rowsDeleted} rows deleted in ${r.batches} batches (${r.durationMs} ms)\n`);
+      }
     }
     const failed = reports.filter((r) => r.outcome === 'failed');
     if (failed.length > 0) {
@@ -158,12 +176,68 @@ async function sweepCommand(config: Config, logger: Logger): Promise<number> {
   }
 }
 
+const KEY_COMMANDS = ['list', 'rotate', 'retire', 'rewrap'];
+
+/**
+ * `latchkey keys …`: the operator's handle on the signing-key lifecycle and the key-encryption
+ * keys. Each change commits in one transaction under the signing keys' advisory lock; the
+ * `signing_keys` trigger then notifies every replica, which reloads its key ring.
+ */
+async function keysCommand(config: Config, logger: Logger, args: string[], now: boolean): Promise<number> {
+  const keks = await resolveKeyEncryptionKeys(config, logger);
+  const database = await openDatabase(config, logger, { migrate: config.DATABASE_MIGRATE_ON_START ? 'apply' : 'require-current' });
+  const em = () => database.orm.em.fork();
+  const out = (line: string) => process.stdout.write(`${line}\n`);
+  const iso = (date: Date | null | undefined) => date?.toISOString() ?? '-';
+  try {
+    switch (args[0]) {
+      case 'list': {
+        const keys = await listSigningKeys(em(), systemClock);
+        out(['KID', 'STATE', 'KEK', 'CREATED', 'ACTIVATES', 'RETIRED', 'EXPIRES'].join('\t'));
+        for (const key of keys) out([key.kid, key.state, key.kekId, iso(key.createdAt), iso(key.activatesAt), iso(key.retiredAt), iso(key.expiresAt)].join('\t'));
+        return 0;
+      }
+      case 'rotate': {
+        const result = await rotateSigningKeys(em(), keks, systemClock, rotationPolicy(config), { wait: true, force: true });
+        if (result.staged) out(`staged ${result.staged.kid}: published now, signs from ${result.staged.activatesAt.toISOString()}`);
+        else out('a staged key is already waiting to sign (see `latchkey keys list`); nothing staged');
+        for (const kid of result.retired) out(`retired ${kid}`);
+        return 0;
+      }
+      case 'retire': {
+        const kid = args[1];
+        if (!kid || !now) {
+          process.stderr.write('latchkey: usage: latchkey keys retire <kid> --now\n');
+          return 64;
+        }
+        const result = await retireSigningKeyNow(em(), keks, systemClock, kid);
+        if (!result) {
+          process.stderr.write(`latchkey: no published signing key has the kid ${kid}\n`);
+          return 1;
+        }
+        out(`retired and withdrew ${kid}; ${result.signing} signs now${result.created ? ' (new key, published now)' : ''}`);
+        return 0;
+      }
+      case 'rewrap': {
+        const result = await rewrapKeys(em(), keks);
+        out(`re-encrypted ${result.signingKeys} signing keys and ${result.refreshSecretKeys} refresh-secret keys with key-encryption key '${result.kekId}'`);
+        return 0;
+      }
+      default:
+        process.stderr.write(`latchkey: unknown keys command '${args[0] ?? ''}'\n\n${USAGE}\n`);
+        return 64;
+    }
+  } finally {
+    await database.close();
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'healthcheck') return healthcheckCommand(argv.slice(1));
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' } },
+    options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' }, now: { type: 'boolean' } },
     strict: false,
   });
   const command = positionals[0] ?? 'serve';
@@ -179,7 +253,11 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${renderConfigTable()}\n`);
     return 0;
   }
-  if (command !== 'serve' && command !== 'migrate' && command !== 'sweep') {
+  if (command === 'keys' && !KEY_COMMANDS.includes(positionals[1] ?? '')) {
+    process.stderr.write(`latchkey: unknown keys command '${positionals[1] ?? ''}'\n\n${USAGE}\n`);
+    return 64;
+  }
+  if (command !== 'serve' && command !== 'migrate' && command !== 'sweep' && command !== 'keys') {
     process.stderr.write(`latchkey: unknown command '${command}'\n\n${USAGE}\n`);
     return 64;
   }
@@ -204,6 +282,7 @@ async function main(argv: string[]): Promise<number> {
       return -1;
     }
     if (command === 'sweep') return await sweepCommand(config, logger);
+    if (command === 'keys') return await keysCommand(config, logger, positionals.slice(1), values.now === true);
     await migrate(config, logger);
     return 0;
   } catch (error) {

@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os';
-import { type Config, type VariableName, type VariableSpec, variables } from './schema.js';
+import { CLOCK_SKEW_MS, type Config, JWKS_MAX_AGE_SECONDS, type VariableName, type VariableSpec, variables } from './schema.js';
 
 export interface ConfigProblem {
   readonly name: VariableName;
@@ -48,7 +48,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     if (values.DATABASE_URL === undefined && !bad.has('DATABASE_URL')) {
       problems.push({ name: 'DATABASE_URL', message: 'is required when NODE_ENV=production' });
     }
-    if (values.KEY_ENCRYPTION_KEY === undefined && !bad.has('KEY_ENCRYPTION_KEY')) {
+    if (values.KEY_ENCRYPTION_KEY === undefined && values.KEY_ENCRYPTION_KEYS === undefined && !bad.has('KEY_ENCRYPTION_KEY') && !bad.has('KEY_ENCRYPTION_KEYS')) {
       problems.push({ name: 'KEY_ENCRYPTION_KEY', message: 'is required when NODE_ENV=production' });
     }
     if (!bad.has('PUBLIC_URL') && !String(values.PUBLIC_URL).startsWith('https://')) {
@@ -70,6 +70,13 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>> = p
     values.SESSION_IDLE_TIMEOUT > values.SESSION_MAX_LIFETIME
   ) {
     problems.push({ name: 'SESSION_IDLE_TIMEOUT', message: 'must not be longer than SESSION_MAX_LIFETIME' });
+  }
+  if (typeof values.SIGNING_KEY_PUBLISH_AHEAD === 'number') {
+    if (values.SIGNING_KEY_PUBLISH_AHEAD <= JWKS_MAX_AGE_SECONDS * 1000 + CLOCK_SKEW_MS) {
+      problems.push({ name: 'SIGNING_KEY_PUBLISH_AHEAD', message: `must be longer than the JWKS max-age (${JWKS_MAX_AGE_SECONDS}s) plus 60s of clock skew` });
+    } else if (typeof values.SIGNING_KEY_ROTATION_INTERVAL === 'number' && values.SIGNING_KEY_PUBLISH_AHEAD >= values.SIGNING_KEY_ROTATION_INTERVAL) {
+      problems.push({ name: 'SIGNING_KEY_PUBLISH_AHEAD', message: 'must be shorter than SIGNING_KEY_ROTATION_INTERVAL' });
+    }
   }
   // Derived defaults: values that follow another variable unless given.
   values.JWT_ISSUER ??= values.PUBLIC_URL;

@@ -110,6 +110,50 @@ const encryptionKey = z.string().transform((text, ctx) => {
   return bytes;
 });
 
+/** A key-encryption key's id: what `signing_keys.kek_id` records (never the key itself). */
+export const KEK_ID = /^[A-Za-z0-9._-]{1,32}$/;
+
+/** The id `KEY_ENCRYPTION_KEY` (or the generated development key) goes by. */
+export const IMPLIED_KEK_ID = 'default';
+
+export interface KeyEncryptionKeyEntry {
+  readonly id: string;
+  readonly key: Buffer;
+}
+
+/**
+ * `id:base64,id:base64,…`: the key-encryption keys in order; the first encrypts, every one
+ * decrypts. Messages name ids or positions, never key material.
+ */
+const encryptionKeyList = z.string().transform((text, ctx) => {
+  const entries: KeyEncryptionKeyEntry[] = [];
+  const items = text.split(',').map((item) => item.trim()).filter((item) => item !== '');
+  if (items.length === 0) {
+    ctx.addIssue({ code: 'custom', message: 'must list at least one `id:base64key`' });
+    return z.NEVER;
+  }
+  for (const [index, item] of items.entries()) {
+    const colon = item.indexOf(':');
+    const id = colon > 0 ? item.slice(0, colon) : '';
+    if (!KEK_ID.test(id)) {
+      ctx.addIssue({ code: 'custom', message: `entry ${index + 1} must be \`id:base64key\` with an id of 1 to 32 letters, digits, \`.\`, \`_\` or \`-\`` });
+      return z.NEVER;
+    }
+    const encoded = item.slice(colon + 1);
+    const bytes = /^[A-Za-z0-9+/_-]+={0,2}$/.test(encoded) ? Buffer.from(encoded, 'base64') : Buffer.alloc(0);
+    if (bytes.length !== 32) {
+      ctx.addIssue({ code: 'custom', message: `key '${id}' must be 32 bytes encoded as base64` });
+      return z.NEVER;
+    }
+    if (entries.some((entry) => entry.id === id)) {
+      ctx.addIssue({ code: 'custom', message: `key id '${id}' is listed twice` });
+      return z.NEVER;
+    }
+    entries.push({ id, key: bytes });
+  }
+  return entries;
+});
+
 /**
  * A cron expression, checked by croner itself (the library that will run it): five fields, six
  * with seconds first, or a nickname such as `@hourly`. A date (croner's one-off form) and an
@@ -134,7 +178,7 @@ const cronExpression = z.string().transform((text, ctx) => {
 export const variables = {
   NODE_ENV: variable({
     description:
-      'Deployment mode: `development`, `production` or `test`. `production` requires `DATABASE_URL`, `KEY_ENCRYPTION_KEY` and an `https://` `PUBLIC_URL`.',
+      'Deployment mode: `development`, `production` or `test`. `production` requires `DATABASE_URL`, `KEY_ENCRYPTION_KEY` (or `KEY_ENCRYPTION_KEYS`) and an `https://` `PUBLIC_URL`.',
     default: 'development',
     schema: z.enum(['development', 'production', 'test'], { error: 'must be development, production or test' }),
   }),
@@ -266,9 +310,40 @@ export const variables = {
     schema: z.string().min(1, 'must not be empty'),
   }),
   KEY_ENCRYPTION_KEY: variable({
-    description: 'Base64-encoded 32-byte key that encrypts signing keys at rest (AES-256-GCM). Required in production.',
+    description:
+      'Base64-encoded 32-byte key that encrypts signing keys and the refresh-secret derivation key at rest (AES-256-GCM), under the key id `default`. Required in production unless `KEY_ENCRYPTION_KEYS` is set; ignored when it is.',
     secret: true,
     schema: encryptionKey,
+  }),
+  KEY_ENCRYPTION_KEYS: variable({
+    description:
+      'An ordered list of key-encryption keys, `id:base64key,id:base64key` (ids: 1 to 32 letters, digits, `.`, `_`, `-`; keys: 32 bytes). The first encrypts new keys; every one decrypts (each stored key records the id it was encrypted under). To rotate: list `new:…,old:…`, run `latchkey keys rewrap`, then list `new:…` only. The key given as `KEY_ENCRYPTION_KEY` so far goes by the id `default`. Start-up fails, naming key ids only, when a stored key opens with none of them.',
+    secret: true,
+    schema: encryptionKeyList,
+  }),
+  SIGNING_KEY_ROTATION_INTERVAL: variable({
+    description:
+      'How long a signing key signs before the next one takes over. The `rotate-signing-keys` job publishes the next key `SIGNING_KEY_PUBLISH_AHEAD` before that; the old key stays published (verifying) until every token it signed has expired (`ACCESS_TOKEN_TTL` plus 60 s of clock skew), then is removed.',
+    default: '30d',
+    schema: duration(3_600_000, 3650 * 86_400_000),
+  }),
+  SIGNING_KEY_PUBLISH_AHEAD: variable({
+    description:
+      'How long a new signing key is published in the JWKS before it signs. Must be longer than the JWKS `Cache-Control: max-age` (300 s) plus 60 s of clock skew, so that a verifier with a cached JWKS never meets an unknown `kid`, and shorter than `SIGNING_KEY_ROTATION_INTERVAL`.',
+    default: '1h',
+    schema: duration(60_000, 365 * 86_400_000),
+  }),
+  SIGNING_KEY_ROTATION_CRON: variable({
+    description:
+      'When `rotate-signing-keys` runs: stages the next signing key once it is due, retires the key it replaces, and removes retired keys whose tokens have all expired. Also run by `latchkey sweep`. Cron syntax, as for the sweeps below.',
+    default: '*/5 * * * *',
+    schema: cronExpression,
+  }),
+  SIGNING_KEY_RELOAD_INTERVAL: variable({
+    description:
+      'How often each replica re-reads the signing keys even without a change notification (the safety net behind LISTEN/NOTIFY on `latchkey_signing_keys`; on the embedded database, which has no notifications, it checks for changes every second instead).',
+    default: '30s',
+    schema: duration(1_000, 3_600_000),
   }),
   JWT_ISSUER: variable({
     description: 'The `iss` claim of access tokens, and the only issuer ValidateToken accepts.',
@@ -461,6 +536,9 @@ export type Config = {
 
 /** Clock skew allowed between the machines that issue, check and revoke tokens. */
 export const CLOCK_SKEW_MS = 60_000;
+
+/** `Cache-Control: max-age` of the JWKS document, in seconds; SIGNING_KEY_PUBLISH_AHEAD must exceed it (plus skew). */
+export const JWKS_MAX_AGE_SECONDS = 300;
 
 /** How long a revocation matters: an access token issued before it may be valid this long after. */
 export function revocationRelevanceMs(config: Pick<Config, 'ACCESS_TOKEN_TTL'>): number {

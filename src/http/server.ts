@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { JWKS_MAX_AGE_SECONDS } from '../config/schema.js';
 
 export interface HttpProbes {
   /** Ready to take traffic: database reachable and not shutting down. */
@@ -35,8 +36,8 @@ export function createHttpServer(probes: HttpProbes): { server: Server; listen(p
     const path = (request.url ?? '/').split('?')[0];
     switch (path) {
       case '/.well-known/jwks.json':
-        // A few minutes of caching: new keys are published well before they sign (see GetJwks).
-        send(response, 200, probes.jwks(), 'public, max-age=300');
+        // A few minutes of caching: new keys are published SIGNING_KEY_PUBLISH_AHEAD (longer) before they sign.
+        send(response, 200, probes.jwks(), `public, max-age=${JWKS_MAX_AGE_SECONDS}`);
         return;
       case '/healthz':
         send(response, 200, { status: 'ok' });

@@ -119,14 +119,24 @@ export async function listeningConnection(
   url: string,
   timeoutMs: number,
   handlers: { onNotify(): void; onLost(): void },
+  /** Further channels LISTENed on the same connection (e.g. signing-key changes), by name. */
+  channels: Readonly<Record<string, () => void>> = {},
 ): Promise<FeedConnection> {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: timeoutMs, keepAlive: true, application_name: 'latchkey-revocation-feed' });
   client.on('error', () => handlers.onLost());
   client.on('end', () => handlers.onLost());
-  client.on('notification', () => handlers.onNotify());
+  client.on('notification', (message) => {
+    const other = message.channel === REVOCATION_CHANNEL ? undefined : channels[message.channel];
+    if (other) other();
+    else handlers.onNotify();
+  });
   try {
     await client.connect();
     await client.query(`listen ${REVOCATION_CHANNEL}`);
+    for (const channel of Object.keys(channels)) {
+      if (!/^[a-z_]+$/.test(channel)) throw new Error(`invalid channel name ${channel}`);
+      await client.query(`listen ${channel}`);
+    }
   } catch (error) {
     destroy(client);
     throw error;

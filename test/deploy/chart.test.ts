@@ -239,6 +239,7 @@ describe('scheduler modes', () => {
       ['DATABASE_URL', 'latchkey-env'],
       ['KEY_ENCRYPTION_KEY', 'latchkey-env'],
       ['SERVICE_API_KEYS', 'latchkey-env'],
+      ['KEY_ENCRYPTION_KEYS', 'latchkey-env'],
     ]);
   });
 });
@@ -489,6 +490,7 @@ describe('existing Secrets', () => {
       DATABASE_URL: { name: 'latchkey-db-app', key: 'uri' },
       KEY_ENCRYPTION_KEY: { name: 'latchkey-keys', key: 'kek' },
       SERVICE_API_KEYS: { name: 'latchkey-keys', key: 'api-keys', optional: true },
+      KEY_ENCRYPTION_KEYS: { name: 'latchkey-keys', key: 'KEY_ENCRYPTION_KEYS', optional: true },
     };
     const containers = [
       one(objects, 'Deployment').spec.template.spec.containers[0],
@@ -511,6 +513,8 @@ describe('existing Secrets', () => {
       DATABASE_URL: { name: 'latchkey-env', key: 'DATABASE_URL' },
       KEY_ENCRYPTION_KEY: { name: 'latchkey-env', key: 'KEY_ENCRYPTION_KEY' },
       SERVICE_API_KEYS: { name: 'latchkey-env', key: 'SERVICE_API_KEYS', optional: true },
+      // Optional: only present while a key-encryption key is being replaced.
+      KEY_ENCRYPTION_KEYS: { name: 'latchkey-env', key: 'KEY_ENCRYPTION_KEYS', optional: true },
     });
   });
 

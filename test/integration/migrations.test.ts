@@ -10,6 +10,7 @@ const TABLES = [
   'audit_events',
   'mikro_orm_migrations',
   'one_time_tokens',
+  'refresh_secret_keys',
   'revocation_events',
   'revocation_feed_horizon',
   'scheduler_leases',

@@ -54,11 +54,15 @@ describe('signing keys', () => {
     expect(() => openPrivateKey(KEK, row!.kid, tampered)).toThrow(KeyDecryptionError);
   });
 
-  it('refuse to start with another KEY_ENCRYPTION_KEY, naming the variable', async () => {
+  it('refuse to start with another KEY_ENCRYPTION_KEY, naming the key id and the variables, never the key', async () => {
     const other = Buffer.alloc(32, 9).toString('base64');
-    await expect(startApp(testConfig(db.url, { KEY_ENCRYPTION_KEY: other }), silent)).rejects.toThrow(
-      /cannot decrypt signing key .+: KEY_ENCRYPTION_KEY is not the key it was encrypted with/,
+    const failure = startApp(testConfig(db.url, { KEY_ENCRYPTION_KEY: other }), silent);
+    await expect(failure).rejects.toThrow(
+      /^cannot decrypt (refresh-secret|signing) key .+: it is sealed under key-encryption key 'default', and none of the configured keys \(ids: default\) opens it; list that key in KEY_ENCRYPTION_KEYS \(or KEY_ENCRYPTION_KEY\) again/,
     );
+    const message = await failure.catch((error: Error) => error.message);
+    expect(message).not.toContain(other);
+    expect(message).not.toContain(TEST_KEY_ENCRYPTION_KEY);
   });
 
   it('are created once even when a replica that read its clock earlier takes the lock later', async () => {

@@ -1,5 +1,5 @@
 import { type Client, Metadata, type ServiceError } from '@grpc/grpc-js';
-import { startApp, type RunningApp } from '../../src/app.js';
+import { startApp, type AppOverrides, type RunningApp } from '../../src/app.js';
 import type { AuthServiceClient, ValidateTokenResponse } from '../../src/generated/latchkey/auth/v1/auth_service.js';
 import type { SessionServiceClient } from '../../src/generated/latchkey/session/v1/session_service.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -34,13 +34,15 @@ export interface Replica {
   close(): Promise<void>;
 }
 
-export async function startReplica(name: string, databaseUrl: string, overrides: Record<string, string> = {}): Promise<Replica> {
+export async function startReplica(name: string, databaseUrl: string, overrides: Record<string, string> = {}, appOverrides: AppOverrides = {}): Promise<Replica> {
   const log = new StatementLog();
   const app = await startApp(
     // The database monitor's ping would otherwise land in a counted window now and then (it is
     // filtered on the embedded database, and on its own connection on PostgreSQL anyway).
     testConfig(databaseUrl, { DATABASE_HEALTH_INTERVAL: '10m', ...overrides }),
     createLogger('trace', log),
+    undefined,
+    appOverrides,
   );
   const auth = authClient(app.grpcPort);
   const sessions = sessionClient(app.grpcPort);

@@ -1,9 +1,13 @@
 import { Writable } from 'node:stream';
 import { READINESS_PING } from '../../src/persistence/database.js';
 import { FOLLOWER_READ } from '../../src/persistence/revocation-feed.js';
+import { LIST_PUBLISHED, SIGNING_KEYS_FINGERPRINT } from '../../src/persistence/repositories/signing-keys.js';
 
-/** The server's own background statements, which share the pool only on the embedded database. */
-const BACKGROUND = new Set([READINESS_PING, FOLLOWER_READ.replace(/\s+/g, ' ').trim()]);
+/**
+ * The server's own background statements, which share the pool only on the embedded database
+ * (the key ring's reloads go through the pool everywhere): they are not a call's.
+ */
+const BACKGROUND = new Set([READINESS_PING, FOLLOWER_READ, SIGNING_KEYS_FINGERPRINT, LIST_PUBLISHED].map((sql) => sql.replace(/\s+/g, ' ').trim()));
 
 /**
  * The SQL statements a server sent, read from its trace-level ORM log (statements only, never

@@ -28,7 +28,7 @@ describe('README configuration table', () => {
 
   it('never has a default for a secret, so none can ship in the docs or the image', () => {
     const secrets = Object.entries(variables).filter(([, spec]) => 'secret' in spec && spec.secret);
-    expect(secrets.map(([name]) => name)).toEqual(['DATABASE_URL', 'KEY_ENCRYPTION_KEY', 'SERVICE_API_KEYS']);
+    expect(secrets.map(([name]) => name)).toEqual(['DATABASE_URL', 'KEY_ENCRYPTION_KEY', 'KEY_ENCRYPTION_KEYS', 'SERVICE_API_KEYS']);
     for (const [, spec] of secrets) expect('default' in spec).toBe(false);
   });
 });

@@ -90,7 +90,7 @@ SERVICE_API_KEYS is optional, so a Secret without it is no error.
 {{- define "latchkey.secretKeyRefs" -}}
 {{- $secret := .Values.secret -}}
 {{- $entries := list -}}
-{{- range $variable := list (list "DATABASE_URL" "databaseUrl" true) (list "KEY_ENCRYPTION_KEY" "keyEncryptionKey" true) (list "SERVICE_API_KEYS" "serviceApiKeys" false) -}}
+{{- range $variable := list (list "DATABASE_URL" "databaseUrl" true) (list "KEY_ENCRYPTION_KEY" "keyEncryptionKey" true) (list "SERVICE_API_KEYS" "serviceApiKeys" false) (list "KEY_ENCRYPTION_KEYS" "keyEncryptionKeys" false) -}}
 {{- $name := index $variable 0 -}}
 {{- $ref := dict -}}
 {{- if and (eq $name "DATABASE_URL") $secret.databaseUrlSecret.name -}}
@@ -125,8 +125,8 @@ pods start: `helm template` sees no cluster).
 {{- if not (or (has "DATABASE_URL" $fromSecrets) .Values.secret.env.DATABASE_URL) -}}
 {{- $missing = append $missing "secret.env.DATABASE_URL (or an existing Secret: secret.existingSecret.name or secret.databaseUrlSecret.name)" -}}
 {{- end -}}
-{{- if not (or (has "KEY_ENCRYPTION_KEY" $fromSecrets) .Values.secret.env.KEY_ENCRYPTION_KEY) -}}
-{{- $missing = append $missing "secret.env.KEY_ENCRYPTION_KEY (or an existing Secret: secret.existingSecret.name)" -}}
+{{- if not (or (has "KEY_ENCRYPTION_KEY" $fromSecrets) .Values.secret.env.KEY_ENCRYPTION_KEY .Values.secret.env.KEY_ENCRYPTION_KEYS) -}}
+{{- $missing = append $missing "secret.env.KEY_ENCRYPTION_KEY (or secret.env.KEY_ENCRYPTION_KEYS, or an existing Secret: secret.existingSecret.name)" -}}
 {{- end -}}
 {{- if $missing -}}
 {{- fail (printf "\n\nlatchkey: required values are missing:\n  - %s\nSee the chart's README (Kubernetes) for each." (join "\n  - " $missing)) -}}

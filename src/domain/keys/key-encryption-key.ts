@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Config } from '../../config/schema.js';
+import { IMPLIED_KEK_ID, type Config } from '../../config/schema.js';
+import { KeyEncryptionKeys } from './key-encryption.js';
 import type { Logger } from '../../observability/logger.js';
 
 /**
@@ -27,4 +28,13 @@ export async function resolveKeyEncryptionKey(config: Config, logger: Logger): P
   if (stored.length !== 32) throw new Error(`${path} does not hold a 32-byte base64 key: delete it or set KEY_ENCRYPTION_KEY`);
   logger.warn({ path }, 'KEY_ENCRYPTION_KEY is not set: using the development key stored in the data directory');
   return stored;
+}
+
+/**
+ * The configured key-encryption keys: KEY_ENCRYPTION_KEYS in order when set, otherwise the one
+ * KEY_ENCRYPTION_KEY (or the development key) under the id `default`.
+ */
+export async function resolveKeyEncryptionKeys(config: Config, logger: Logger): Promise<KeyEncryptionKeys> {
+  if (config.KEY_ENCRYPTION_KEYS) return new KeyEncryptionKeys(config.KEY_ENCRYPTION_KEYS);
+  return new KeyEncryptionKeys([{ id: IMPLIED_KEK_ID, key: await resolveKeyEncryptionKey(config, logger) }]);
 }

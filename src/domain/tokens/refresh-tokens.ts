@@ -42,6 +42,9 @@ export const MAX_REUSE_DEPTH = 1024;
 const BODY_BYTES = 24;
 const TAG_BYTES = 8;
 
+/** A stored derivation key: the 32-byte chain key, then the 32-byte tag key. */
+export const DERIVATION_KEY_BYTES = 64;
+
 /**
  * Derives the refresh-token secrets of rotations. A child secret's body is HMAC(key, session id,
  * parent secret), so the tokens of a session form a chain that only the server can extend:
@@ -59,9 +62,28 @@ export class RefreshSecretDeriver {
   private readonly key: KeyObject;
   private readonly tagKey: KeyObject;
 
-  constructor(keyEncryptionKey: Buffer) {
-    this.key = createSecretKey(Buffer.from(hkdfSync('sha256', keyEncryptionKey, Buffer.alloc(0), 'latchkey/refresh-token/v1', 32)));
-    this.tagKey = createSecretKey(Buffer.from(hkdfSync('sha256', keyEncryptionKey, Buffer.alloc(0), 'latchkey/refresh-token-tag/v1', 32)));
+  /**
+   * `root`: 32 bytes the two keys are derived from (HKDF), as releases before stored derivation
+   * keys did from KEY_ENCRYPTION_KEY; or, 64 bytes long, the two keys themselves (see
+   * `derivedKeyMaterial`, and the stored key in `refresh_secret_keys`).
+   */
+  constructor(root: Buffer) {
+    const material = root.length === DERIVATION_KEY_BYTES ? root : RefreshSecretDeriver.derivedKeyMaterial(root);
+    this.key = createSecretKey(Buffer.from(material.subarray(0, 32)));
+    this.tagKey = createSecretKey(Buffer.from(material.subarray(32)));
+  }
+
+  /** The chain key and the tag key (64 bytes) that `root` stands for. */
+  static derivedKeyMaterial(root: Buffer): Buffer {
+    return Buffer.concat([
+      Buffer.from(hkdfSync('sha256', root, Buffer.alloc(0), 'latchkey/refresh-token/v1', 32)),
+      Buffer.from(hkdfSync('sha256', root, Buffer.alloc(0), 'latchkey/refresh-token-tag/v1', 32)),
+    ]);
+  }
+
+  /** A new random derivation key (the chain key and the tag key). */
+  static generateKeyMaterial(): Buffer {
+    return randomBytes(DERIVATION_KEY_BYTES);
   }
 
   /** A new session's first secret: a random body and its tag. */

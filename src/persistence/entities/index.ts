@@ -3,8 +3,8 @@ import { OneTimeTokenSchema } from './one-time-token.entity.js';
 import { RevocationEventSchema, RevocationFeedHorizonSchema } from './revocation-event.entity.js';
 import { SchedulerLeaseSchema } from './scheduler-lease.entity.js';
 import { SessionSchema } from './session.entity.js';
-import { SigningKeySchema } from './signing-key.entity.js';
+import { RefreshSecretKeySchema, SigningKeySchema } from './signing-key.entity.js';
 import { UserSchema } from './user.entity.js';
 
-export { AuditEventSchema, OneTimeTokenSchema, RevocationEventSchema, RevocationFeedHorizonSchema, SchedulerLeaseSchema, SessionSchema, SigningKeySchema, UserSchema };
-export const entities = [UserSchema, SessionSchema, OneTimeTokenSchema, SigningKeySchema, AuditEventSchema, SchedulerLeaseSchema, RevocationEventSchema, RevocationFeedHorizonSchema];
+export { AuditEventSchema, OneTimeTokenSchema, RevocationEventSchema, RevocationFeedHorizonSchema, SchedulerLeaseSchema, RefreshSecretKeySchema, SessionSchema, SigningKeySchema, UserSchema };
+export const entities = [UserSchema, SessionSchema, OneTimeTokenSchema, SigningKeySchema, AuditEventSchema, SchedulerLeaseSchema, RevocationEventSchema, RevocationFeedHorizonSchema, RefreshSecretKeySchema];
