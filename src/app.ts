@@ -6,6 +6,7 @@ import { systemClock, type Clock } from './domain/clock.js';
 import { resolveKeyEncryptionKey } from './domain/keys/key-encryption-key.js';
 import { KeyRing } from './domain/keys/key-ring.js';
 import { PasswordHasher } from './domain/passwords/hasher.js';
+import { loadCommonPasswords } from './domain/passwords/policy.js';
 import { AccessTokens } from './domain/tokens/access-tokens.js';
 import { SessionService } from './domain/sessions/session-service.js';
 import { RefreshSecretDeriver } from './domain/tokens/refresh-tokens.js';
@@ -41,6 +42,8 @@ export interface AppOverrides {
 
 export async function startApp(config: Config, logger: Logger, signal?: AbortSignal, overrides: AppOverrides = {}): Promise<RunningApp> {
   const clock = overrides.clock ?? systemClock;
+  // Loaded before serving, so the first Register does not pay for it.
+  loadCommonPasswords();
   const keyEncryptionKey = await resolveKeyEncryptionKey(config, logger);
   const database = await openDatabase(config, logger, {
     migrate: config.DATABASE_MIGRATE_ON_START ? 'apply' : 'require-current',
