@@ -80,7 +80,8 @@ export async function executeBound<M extends 'get' | 'all' | 'run'>(em: EntityMa
 
 /**
  * `?` placeholders to PostgreSQL's `$1`, `$2`, …. Our statements hold no `?` other than
- * placeholders (no `?` operators, none in literals or comments).
+ * placeholders (no `?` operators, none in literals or comments); one that did would leave the
+ * values and placeholders unequal in number, which PostgreSQL refuses ("bind message supplies …").
  */
 export function numberedPlaceholders(sql: string): string {
   let n = 0;
