@@ -37,6 +37,9 @@ RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force \
  && find node_modules -type d \( -name test -o -name tests -o -name __tests__ \) -prune \
       -exec sh -c 'for dir; do if [ -f "$dir/../package.json" ]; then rm -rf "$dir"; fi; done' sh {} + \
  && rm -rf node_modules/@types
+# The common-password list is read from one file (src/domain/passwords/policy.ts); its package's
+# sources and browser bundle are not needed at run time (about 0.9 MB).
+RUN rm -rf node_modules/@zxcvbn-ts/language-common/src node_modules/@zxcvbn-ts/language-common/dist/zxcvbn-ts.js*
 
 # --- runtime ---------------------------------------------------------------------------------------
 FROM ${NODE_IMAGE}

@@ -8,6 +8,7 @@ import { loadRefreshSecretDeriver } from './domain/keys/key-admin.js';
 import { KeyRingFollower, observeSigningKeys, SIGNING_KEYS_CHANNEL } from './domain/keys/key-follower.js';
 import { KeyRing } from './domain/keys/key-ring.js';
 import { PasswordHasher } from './domain/passwords/hasher.js';
+import { loadCommonPasswords } from './domain/passwords/policy.js';
 import { AccessTokens } from './domain/tokens/access-tokens.js';
 import { SessionService } from './domain/sessions/session-service.js';
 import { createGrpcServer } from './grpc/server.js';
@@ -42,6 +43,8 @@ export interface AppOverrides {
 
 export async function startApp(config: Config, logger: Logger, signal?: AbortSignal, overrides: AppOverrides = {}): Promise<RunningApp> {
   const clock = overrides.clock ?? systemClock;
+  // Loaded before serving, so the first Register does not pay for it.
+  loadCommonPasswords();
   const keyEncryptionKeys = await resolveKeyEncryptionKeys(config, logger);
   const database = await openDatabase(config, logger, {
     migrate: config.DATABASE_MIGRATE_ON_START ? 'apply' : 'require-current',

@@ -64,3 +64,18 @@ export class RequestChecks {
     throw DomainError.invalidArgument(this.violations, onlyWeak ? 'WEAK_PASSWORD' : 'INVALID_ARGUMENT');
   }
 }
+
+/**
+ * The bidirectional embedding, override and isolate controls (U+202A–U+202E, U+2066–U+2069): each
+ * reorders the text after it until its terminator or the end of the paragraph, so one of them in a
+ * name shown in a list ("Trojan Source") can make that line, or the next field on it, read as
+ * something else. The implicit marks (U+200E, U+200F, U+061C) are left alone: they open nothing,
+ * only set the direction of the characters next to them, and right-to-left names need them.
+ */
+export const BIDI_CONTROLS = /[\u202A-\u202E\u2066-\u2069]/u;
+const BIDI_CONTROLS_ALL = /[\u202A-\u202E\u2066-\u2069]/gu;
+
+/** Text with each bidi control (BIDI_CONTROLS) replaced by U+FFFD, visible and inert. */
+export function neutraliseBidiControls(text: string): string {
+  return text.replace(BIDI_CONTROLS_ALL, '\uFFFD');
+}

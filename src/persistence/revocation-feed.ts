@@ -1,6 +1,7 @@
 import pg from 'pg';
 import type { Logger } from '../observability/logger.js';
 import type { Orm } from './orm.js';
+import { executeBound, numberedPlaceholders } from './repositories/sql.js';
 import {
   type FeedPosition,
   type RevocationEvent,
@@ -56,8 +57,7 @@ export interface FeedDb {
 export function pgFeedDb(db: pg.Client | pg.Pool): FeedDb {
   return {
     async all<R extends object>(sql: string, params: unknown[]) {
-      let n = 0;
-      const result = await db.query(sql.replace(/\?/g, () => `$${++n}`), params);
+      const result = await db.query(numberedPlaceholders(sql), params);
       return result.rows as R[];
     },
   };
@@ -67,7 +67,7 @@ export function pgFeedDb(db: pg.Client | pg.Pool): FeedDb {
 export function ormFeedDb(orm: Orm): FeedDb {
   return {
     async all<R extends object>(sql: string, params: unknown[]) {
-      return (await orm.em.getConnection().execute(sql, params, 'all')) as R[];
+      return (await executeBound(orm.em, sql, params, 'all')) as R[];
     },
   };
 }

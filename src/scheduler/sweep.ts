@@ -3,6 +3,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Clock } from '../domain/clock.js';
 import type { Orm } from '../persistence/orm.js';
+import { executeBound } from '../persistence/repositories/sql.js';
 
 /**
  * First key of every advisory lock Latchkey takes (`pg_try_advisory_xact_lock(namespace, job)`),
@@ -199,7 +200,7 @@ export async function sweep(job: SweepJob, options: SweepOptions): Promise<Sweep
         const batchStarted = performance.now();
         let batch: { locked: boolean; granted: boolean; deleted: number } | undefined;
         for (let attempt = 1; ; attempt++) {
-          [batch] = await em.execute<{ locked: boolean; granted: boolean; deleted: number }[]>(sql, [
+          batch = (await executeBound(em, sql, [
             ADVISORY_LOCK_NAMESPACE,
             job.lockKey,
             job.name,
@@ -207,7 +208,7 @@ export async function sweep(job: SweepJob, options: SweepOptions): Promise<Sweep
             leaseMs(lastBatchMs, options),
             cutoff,
             options.batchSize,
-          ]);
+          ], 'get')) as typeof batch;
           // The lease holder found the advisory lock taken: another replica's statement is looking
           // at the lease (and will find it taken). That takes a moment; try again rather than end.
           if (batch?.locked || batches === 0 || attempt >= LOCKED_OUT_RETRIES) break;
@@ -226,6 +227,6 @@ export async function sweep(job: SweepJob, options: SweepOptions): Promise<Sweep
   } catch (error) {
     throw new SweepFailedError({ rowsDeleted, batches }, error);
   } finally {
-    if (batches > 0) await em.execute(RELEASE_LEASE_SQL, [job.name, holder]).catch(() => undefined);
+    if (batches > 0) await executeBound(em, RELEASE_LEASE_SQL, [job.name, holder], 'run').catch(() => undefined);
   }
 }

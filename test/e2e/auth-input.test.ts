@@ -1,6 +1,7 @@
 import { status } from '@grpc/grpc-js';
 import { createHmac, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import jwt from 'jsonwebtoken';
+import { withLowSSignature } from '../../src/domain/tokens/low-s.js';
 import type { LoginResponse, RefreshTokenResponse } from '../../src/generated/latchkey/auth/v1/auth_service.js';
 import {
   type AuthServer,
@@ -237,8 +238,9 @@ describe('ValidateToken refuses every token it did not issue, or not for this au
     email: 'tokens@example.com',
     ...overrides,
   });
+  // In the low-S form the server signs in (a forgery must fail for what the case tests, not for that).
   const forge = (payload: object, header: Record<string, unknown> = {}) =>
-    jwt.sign(payload, serverKey.key, { algorithm: 'ES256', header: { alg: 'ES256', typ: 'at+jwt', kid: serverKey.kid, ...header } });
+    withLowSSignature(jwt.sign(payload, serverKey.key, { algorithm: 'ES256', header: { alg: 'ES256', typ: 'at+jwt', kid: serverKey.kid, ...header } }));
   const b64 = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
 
   const validate = (accessToken: string) => rpc('validateToken', { accessToken, checkRevocation: false });

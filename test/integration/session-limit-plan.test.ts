@@ -6,11 +6,12 @@
  * measures time.
  *
  * The statement is the one the server sends: `insertForLogin` itself is called, with an
- * EntityManager whose `execute` prefixes `EXPLAIN (FORMAT JSON)` to the SQL it is given and
- * passes the parameters on unchanged, so MikroORM fills them in exactly as it does for a login.
+ * EntityManager whose Kysely instance prefixes `EXPLAIN (FORMAT JSON)` to the SQL it is given and
+ * passes the parameters on unchanged, so they are bound exactly as they are for a login.
  * EXPLAIN without ANALYZE plans the data-modifying CTEs without running them.
  */
 import type { EntityManager } from '@mikro-orm/postgresql';
+import { CompiledQuery } from 'kysely';
 import type { Orm } from '../../src/persistence/orm.js';
 import { sessions } from '../../src/persistence/repositories/sessions.js';
 import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
@@ -64,14 +65,21 @@ afterAll(async () => {
 async function loginStatementPlan(): Promise<PlanNode> {
   const em = orm.em.fork();
   let plan: PlanNode | undefined;
+  const kysely = em.getKysely();
+  const explainingKysely = {
+    async executeQuery(query: CompiledQuery) {
+      const result = await kysely.executeQuery<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(
+        CompiledQuery.raw(`explain (format json) ${query.sql}`, [...query.parameters]),
+      );
+      plan = result.rows[0]!['QUERY PLAN'][0]!.Plan;
+      return { rows: [] }; // "no row": insertForLogin returns without reading one
+    },
+  };
   const explaining = new Proxy(em, {
-    get(target, property, receiver) {
-      if (property !== 'execute') return Reflect.get(target, property, receiver);
-      return async (sql: string, params: unknown[]) => {
-        const [row] = await target.execute<Array<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>>(`explain (format json) ${sql}`, params, 'all');
-        plan = row!['QUERY PLAN'][0]!.Plan;
-        return undefined; // "no row": insertForLogin returns without reading one
-      };
+    get(target, property) {
+      if (property === 'getKysely') return () => explainingKysely;
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
     },
   }) as EntityManager;
   await sessions.insertForLogin(

@@ -96,3 +96,44 @@ describe('AccessTokens with the verified-token cache', () => {
     expect(tokens.verify(issued[4]!.token).roles).toEqual(['reader']);
   });
 });
+
+describe('ES256 signature malleability (one valid form per token)', () => {
+  const start = Date.UTC(2026, 11, 1, 12, 0, 0);
+  const n = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
+  const sOf = (token: string) => BigInt(`0x${Buffer.from(token.split('.')[2]!, 'base64url').subarray(32).toString('hex')}`);
+  /** The same token with s replaced by n − s: a signature jsonwebtoken (and any ECDSA verifier) accepts. */
+  function twin(token: string): string {
+    const [header, payload, signature] = token.split('.') as [string, string, string];
+    const bytes = Buffer.from(signature, 'base64url');
+    const s = Buffer.from((n - sOf(token)).toString(16).padStart(64, '0'), 'hex');
+    return `${header}.${payload}.${Buffer.concat([bytes.subarray(0, 32), s]).toString('base64url')}`;
+  }
+
+  it('issues every token with a low-S signature', () => {
+    const tokens = new AccessTokens(ring(), { ...options, cacheSize: 0 }, { now: () => start });
+    for (let i = 0; i < 200; i++) {
+      const { token } = tokens.issue(subject);
+      expect(sOf(token) <= n / 2n).toBe(true);
+      expect(sOf(token) > 0n).toBe(true);
+    }
+  });
+
+  it.each([0, 100])('refuses the high-S twin of a valid token with TOKEN_INVALID (cache size %i)', (cacheSize) => {
+    const keys = ring();
+    const tokens = new AccessTokens(keys, { ...options, cacheSize }, { now: () => start });
+    const { token, claims } = tokens.issue(subject);
+    const highS = twin(token);
+    // The twin is a valid ECDSA signature over the same input: only the low-S rule refuses it.
+    expect(() => jwt.verify(highS, keys.verificationKey('k1')!, { algorithms: ['ES256'], clockTimestamp: start / 1000 })).not.toThrow();
+    expect(tokens.verify(token)).toEqual(claims);
+    expect(reasonOf(() => tokens.verify(highS))).toBe('TOKEN_INVALID');
+    expect(tokens.verify(token)).toEqual(claims);
+  });
+
+  it('refuses a signature spelled with base64 padding or trailing characters', () => {
+    const tokens = new AccessTokens(ring(), { ...options, cacheSize: 0 }, { now: () => start });
+    const { token } = tokens.issue(subject);
+    expect(reasonOf(() => tokens.verify(`${token}=`))).toBe('TOKEN_INVALID');
+    expect(reasonOf(() => tokens.verify(`${token}AA`))).toBe('TOKEN_INVALID');
+  });
+});

@@ -11,7 +11,7 @@ import { users, type UserRecord } from '../../persistence/repositories/users.js'
 import type { Clock } from '../clock.js';
 import { ADMIN_ROLE, type UserCaller } from '../callers.js';
 import { DomainError } from '../errors.js';
-import { checkRequiredText, checkUtf8Text, invalid, RequestChecks, valid, type Checked } from '../validation.js';
+import { BIDI_CONTROLS, checkRequiredText, checkUtf8Text, invalid, RequestChecks, valid, type Checked } from '../validation.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import type { PasswordHasher, RequestOrigin } from '../passwords/hasher.js';
 import { checkPassword } from '../passwords/policy.js';
@@ -79,6 +79,7 @@ function checkDisplayName(field: string, name: string): Checked<string> {
   const notText = checkUtf8Text(field, trimmed);
   if (notText) return notText;
   if (/\p{Cc}/u.test(trimmed)) return invalid(field, 'must be text without control characters');
+  if (BIDI_CONTROLS.test(trimmed)) return invalid(field, 'must not contain bidirectional embedding, override or isolate controls (U+202A–U+202E, U+2066–U+2069)');
   return { value: trimmed };
 }
 

@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import type { FieldViolation } from '../errors.js';
-import { isUtf8Text, NOT_UTF8, type Checked } from '../validation.js';
+import { isUtf8Text, neutraliseBidiControls, NOT_UTF8, type Checked } from '../validation.js';
 
 export interface ClientInfo {
   readonly ipAddress: string;
@@ -28,6 +28,10 @@ function codePoints(text: string): string[] {
  * only displays and audits, and never decides anything on. So it keeps the decoder's U+FFFD for
  * each invalid sequence (a lone surrogate becomes one too), is cut on a code point boundary, and
  * has control characters blanked, since it ends up in session lists.
+ *
+ * Bidi embedding, override and isolate controls (BIDI_CONTROLS) in the user agent and the device
+ * name are stored as U+FFFD, so a session list can't be made to read as something else; the device
+ * name is kept rather than refused, as the gateway may take it from a header the user can't fix.
  */
 export function checkClientInfo(
   field: string,
@@ -55,5 +59,5 @@ export function checkClientInfo(
     .join('')
     .replace(/\p{Cc}/gu, ' ')
     .toWellFormed();
-  return { value: { ipAddress, userAgent, deviceName } };
+  return { value: { ipAddress, userAgent: neutraliseBidiControls(userAgent), deviceName: neutraliseBidiControls(deviceName) } };
 }

@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import type { Clock } from '../clock.js';
 import { DomainError } from '../errors.js';
 import { SIGNING_ALGORITHM, type KeyRing } from '../keys/key-ring.js';
+import { hasLowSSignature, withLowSSignature } from './low-s.js';
 
 /** RFC 9068 media type of a JWT access token, in the `typ` header. */
 export const ACCESS_TOKEN_TYPE = 'at+jwt';
@@ -100,11 +101,13 @@ export class AccessTokens {
       roles: subject.roles,
       email: subject.email,
     };
-    const token = jwt.sign(payload, this.keys.signing.privateKey, {
-      algorithm: SIGNING_ALGORITHM,
-      keyid: this.keys.signing.kid,
-      header: { alg: SIGNING_ALGORITHM, typ: ACCESS_TOKEN_TYPE },
-    });
+    const token = withLowSSignature(
+      jwt.sign(payload, this.keys.signing.privateKey, {
+        algorithm: SIGNING_ALGORITHM,
+        keyid: this.keys.signing.kid,
+        header: { alg: SIGNING_ALGORITHM, typ: ACCESS_TOKEN_TYPE },
+      }),
+    );
     return { token, claims: { ...subject, tokenId, issuedAt, expiresAt } };
   }
 
@@ -122,6 +125,8 @@ export class AccessTokens {
       }
       return seen.claims;
     }
+    // One valid spelling per token (low-s.ts): the high-S twin of a token is refused.
+    if (!hasLowSSignature(token)) throw invalid();
     const header = headerOf(token);
     if (!header || header.typ !== ACCESS_TOKEN_TYPE || typeof header.kid !== 'string') throw invalid();
     const key = this.keys.verificationKey(header.kid);

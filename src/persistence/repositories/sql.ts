@@ -1,11 +1,18 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
+import { CompiledQuery } from 'kysely';
 import { CallDeadlineError, DEADLINE_SQLSTATE, runStatement, SENT_AT, WRITE_DEADLINE } from '../call-scope.js';
 
 /**
  * Raw statements through the EntityManager's connection (and its transaction, when inside one).
  * The hot paths use hand-written SQL so that each does its work in one round trip (a CTE that
  * inserts a session and its audit event, a conditional UPDATE … RETURNING for a rotation).
- * Parameters are always bound, never interpolated.
+ *
+ * Parameters are always bound, never interpolated: the text goes to PostgreSQL with `$n`
+ * placeholders and the values separately (the extended query protocol, through Kysely's pg
+ * driver). `em.execute` and MikroORM's query builder would inline them as escaped literals (the
+ * simple query protocol), and then password hashes, token hashes and emails would show in
+ * pg_stat_activity, in PostgreSQL's logs of slow or failing statements, and in the text of
+ * MikroORM's exceptions.
  */
 export async function queryOne<T extends object>(em: EntityManager, sql: string, params: readonly unknown[] = []): Promise<T | undefined> {
   const row = await execute<Record<string, unknown> | null>(em, sql, params, 'get');
@@ -25,7 +32,7 @@ async function execute<T>(em: EntityManager, sql: string, params: readonly unkno
   return runStatement(async ({ guard, sentAt }) => {
     const bound = params.map((p) => (p === WRITE_DEADLINE ? guard : p === SENT_AT ? sentAt : p));
     try {
-      return (await em.execute(sql, bound, method)) as T;
+      return (await executeBound(em, sql, bound, method)) as T;
     } catch (error) {
       if (deadlinePassedInDatabase(error)) throw new CallDeadlineError('the write reached the database after its call\'s deadline and was not applied');
       throw error;
@@ -38,6 +45,47 @@ function deadlinePassedInDatabase(error: unknown): boolean {
     if ((e as { code?: unknown }).code === DEADLINE_SQLSTATE) return true;
   }
   return false;
+}
+
+/** What a statement returns, by method: its first row, its rows, or how many rows it affected. */
+export type StatementResult<M extends 'get' | 'all' | 'run'> = M extends 'get'
+  ? Record<string, unknown> | undefined
+  : M extends 'all'
+    ? Record<string, unknown>[]
+    : { affectedRows: number };
+
+/**
+ * Runs one statement with `?` placeholders on the EntityManager's transaction when it is inside
+ * one (em.transactional), else on a pooled connection, with its parameters bound. The ORM's own
+ * pg type parsers apply (timestamps come back as text, see dateOrNull), and the statement's text,
+ * never its parameters, goes to the ORM's query log (LOG_LEVEL=trace). Not admitted through the
+ * call's DatabaseGate: the repositories use queryOne/queryAll/run/one, which are.
+ */
+export async function executeBound<M extends 'get' | 'all' | 'run'>(em: EntityManager, sql: string, params: readonly unknown[], method: M): Promise<StatementResult<M>> {
+  const connection = em.getConnection();
+  await connection.ensureConnection();
+  const logger = em.config.getLogger();
+  const started = Date.now();
+  try {
+    const result = await em.getKysely().executeQuery(CompiledQuery.raw(numberedPlaceholders(sql), [...params]));
+    const rows = result.rows as Record<string, unknown>[];
+    const affected = method === 'run' ? Number(result.numAffectedRows ?? rows.length) : undefined;
+    logger.logQuery({ query: sql, level: 'info', took: Date.now() - started, results: method === 'run' ? undefined : rows.length, affected });
+    return (method === 'get' ? rows[0] : method === 'all' ? rows : { affectedRows: affected! }) as StatementResult<M>;
+  } catch (error) {
+    logger.logQuery({ query: sql, level: 'error', took: Date.now() - started });
+    throw error;
+  }
+}
+
+/**
+ * `?` placeholders to PostgreSQL's `$1`, `$2`, …. Our statements hold no `?` other than
+ * placeholders (no `?` operators, none in literals or comments); one that did would leave the
+ * values and placeholders unequal in number, which PostgreSQL refuses ("bind message supplies …").
+ */
+export function numberedPlaceholders(sql: string): string {
+  let n = 0;
+  return sql.replace(/\?/g, () => `$${++n}`);
 }
 
 /**
