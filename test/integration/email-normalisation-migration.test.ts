@@ -1,6 +1,7 @@
 import { createLogger } from '../../src/observability/logger.js';
 import { createOrm, type Orm } from '../../src/persistence/orm.js';
 import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
+import { migrationsList } from '../../src/persistence/migrations/index.js';
 
 /**
  * Migration20261201160000EmailNormalisation: addresses stored before emails were NFC- and
@@ -29,7 +30,9 @@ const ids = {
 };
 
 it('rewrites stored addresses to their NFC, IDNA-normalised spelling, leaving collisions alone', async () => {
-  await orm.migrator.up({ to: 'Migration20261201130000RevocationFeed' });
+  // Every migration before this one, whatever lands in between.
+  const names = migrationsList.map((m) => m.name);
+  await orm.migrator.up({ to: names[names.indexOf('Migration20261201160000EmailNormalisation') - 1]! });
   const stored: [string, string][] = [
     [ids.nfd, 'jose\u0301@example.com'],
     [ids.aLabel, 'owner@xn--bcher-kva.de'],
