@@ -4,6 +4,7 @@ import { Migration20261201000000SessionLimitIndex } from './Migration20261201000
 import { Migration20261201000100SchedulerLeases } from './Migration20261201000100SchedulerLeases.js';
 import { Migration20261201120000CallDeadline } from './Migration20261201120000CallDeadline.js';
 import { Migration20261201130000RevocationFeed } from './Migration20261201130000RevocationFeed.js';
+import { Migration20261201150000LoginThrottle } from './Migration20261201150000LoginThrottle.js';
 
 /** Every migration, in order. Listed explicitly so the same list works from src/ (tests) and dist/. */
 export const migrationsList = [
@@ -13,4 +14,5 @@ export const migrationsList = [
   { name: 'Migration20261201000100SchedulerLeases', class: Migration20261201000100SchedulerLeases },
   { name: 'Migration20261201120000CallDeadline', class: Migration20261201120000CallDeadline },
   { name: 'Migration20261201130000RevocationFeed', class: Migration20261201130000RevocationFeed },
+  { name: 'Migration20261201150000LoginThrottle', class: Migration20261201150000LoginThrottle },
 ];
