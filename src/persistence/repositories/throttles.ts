@@ -60,9 +60,9 @@ const MS = "interval '1 millisecond'";
  *
  * `failures` is 0 only right after this failure locked the account: every other outcome counts at
  * least 1, which is how the audit CTE tells a new lock apart from a failure racing with it. Audit
- * rows are rate-limited the same way: `login.failed` only for the first failure of a window,
- * `account.locked` for the failure that locks, so a flood of wrong guesses writes at most two rows
- * per account per window.
+ * rows are rate-limited the same way: `login.failed` only for the first failure of a window (not
+ * for one recorded during a lock: a check that raced with it), `account.locked` for the failure
+ * that locks, so a flood of wrong guesses writes at most two rows per account per window.
  */
 const RECORD_FAILURE = `with p as materialized (
    select ?::varchar as id, ?::timestamptz as now, ?::float8 * ${MS} as win,
@@ -101,8 +101,8 @@ const RECORD_FAILURE = `with p as materialized (
    insert into audit_events (${AUDIT_COLUMNS})
    select ?, case when r.failures = 0 then 'account.locked' else 'login.failed' end, ?::uuid, null, ?, ?,
           ?::jsonb || case when r.failures = 0 then jsonb_build_object('lockedUntil', r.locked_until, 'lockCount', r.lock_count) else '{}'::jsonb end
-     from recorded r
-    where r.failures <= 1
+     from recorded r, p
+    where r.failures = 0 or (r.failures = 1 and not coalesce(r.locked_until > p.now, false))
  )
  select failures, locked_until, lock_count from recorded`;
 
