@@ -81,12 +81,14 @@ it('`latchkey sweep` runs every sweep once, prints one line per job with its cou
     expect.stringMatching(/^sweep-one-time-tokens: completed, 2 rows deleted in 2 batches \(\d+ ms\)$/),
     expect.stringMatching(/^sweep-audit-events: completed, 2 rows deleted in 1 batches \(\d+ ms\)$/),
     expect.stringMatching(/^sweep-revocation-events: completed, 2 rows deleted in 1 batches \(\d+ ms\)$/),
+    expect.stringMatching(/^sweep-login-throttles: completed, 0 rows deleted in 1 batches \(\d+ ms\)$/),
   ]);
   expect(result.logs.filter((line) => line.msg === 'sweep run finished').map((line) => [line.job, line.rowsDeleted])).toEqual([
     ['sweep-sessions', 5],
     ['sweep-one-time-tokens', 2],
     ['sweep-audit-events', 2],
     ['sweep-revocation-events', 2],
+    ['sweep-login-throttles', 0],
   ]);
   // The feed's horizon moved to the last deleted event: cursors before it are expired.
   expect(await count(db.url, 'revocation_events')).toBe(1);
@@ -105,6 +107,7 @@ it('`latchkey sweep` runs every sweep once, prints one line per job with its cou
     'sweep-one-time-tokens: completed, 0 rows deleted',
     'sweep-audit-events: completed, 0 rows deleted',
     'sweep-revocation-events: completed, 0 rows deleted',
+    'sweep-login-throttles: completed, 0 rows deleted',
   ]);
 });
 
@@ -123,6 +126,7 @@ it('`latchkey sweep` exits 1 with the reason on stderr when a sweep fails, after
     expect.stringMatching(/^sweep-one-time-tokens: failed, 0 rows deleted in 0 batches/),
     expect.stringMatching(/^sweep-audit-events: completed, 0 rows deleted in 1 batches/),
     expect.stringMatching(/^sweep-revocation-events: completed, 0 rows deleted in 1 batches/),
+    expect.stringMatching(/^sweep-login-throttles: completed, 0 rows deleted in 1 batches/),
   ]);
   expect(result.logs.filter((line) => line.level === 'error').map((line) => [line.msg, line.job])).toEqual([
     ['sweep run failed', 'sweep-one-time-tokens'],
