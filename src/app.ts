@@ -9,6 +9,10 @@ import { KeyRingFollower, observeSigningKeys, SIGNING_KEYS_CHANNEL } from './dom
 import { KeyRing } from './domain/keys/key-ring.js';
 import { PasswordHasher } from './domain/passwords/hasher.js';
 import { loadCommonPasswords } from './domain/passwords/policy.js';
+import { AccountLockout } from './domain/auth/lockout.js';
+import { SourceLimits, TrustedProxies } from './domain/rate-limit.js';
+import { outsideCall } from './persistence/call-scope.js';
+import { users } from './persistence/repositories/users.js';
 import { AccessTokens } from './domain/tokens/access-tokens.js';
 import { SessionService } from './domain/sessions/session-service.js';
 import { createGrpcServer } from './grpc/server.js';
@@ -23,6 +27,9 @@ import { DatabaseMonitor, DedicatedProbe, PoolProbe } from './persistence/databa
 import { openDatabase } from './persistence/open.js';
 import { lowerThreadPoolPriority, THREAD_POOL_NICE } from './runtime/thread-pool.js';
 import { createSweepMetrics, createSweepScheduler } from './scheduler/index.js';
+
+/** How often the dummy hashes' cost proportions are read again from the stored hashes. */
+const COST_PROFILE_REFRESH_MS = 10 * 60_000;
 
 export interface RunningApp {
   readonly grpcPort: number;
@@ -84,20 +91,39 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
   let sessionService: SessionService;
   let callers: CallerAuthenticator;
   let keys: KeyRing;
+  let hasher: PasswordHasher;
   try {
     // The refresh-secret derivation key first (on an upgraded database it must be stored before
     // this release creates anything), then the signing keys (the first pair created): a wrong
     // key-encryption key list fails start-up here, loudly, naming key ids, instead of failing every login.
     const refreshSecrets = await loadRefreshSecretDeriver(database.orm.em.fork(), keyEncryptionKeys);
     keys = await KeyRing.load(database.orm.em.fork(), keyEncryptionKeys, clock);
-    // Made once at start-up: the dummy hash compared against for unknown emails.
-    const hasher = await PasswordHasher.create({
-      cost: config.BCRYPT_COST,
-      concurrency: config.PASSWORD_HASH_CONCURRENCY,
-      queueLimit: config.PASSWORD_HASH_QUEUE_LIMIT,
-      queuePerSource: config.PASSWORD_HASH_QUEUE_PER_SOURCE,
-      retryAfterMs: config.OVERLOAD_RETRY_AFTER,
-    });
+    // Made once at start-up: the dummy hashes compared against for unknown emails, one for each
+    // cost the stored hashes have, in their proportions (DummyHashes; kept current below).
+    const storedCosts = await outsideCall(() => users.hashCosts(database.orm.em.fork()));
+    hasher = await PasswordHasher.create(
+      {
+        cost: config.BCRYPT_COST,
+        concurrency: config.PASSWORD_HASH_CONCURRENCY,
+        queueLimit: config.PASSWORD_HASH_QUEUE_LIMIT,
+        queuePerSource: config.PASSWORD_HASH_QUEUE_PER_SOURCE,
+        retryAfterMs: config.OVERLOAD_RETRY_AFTER,
+      },
+      storedCosts,
+    );
+    logger.debug({ costs: hasher.dummies.costs }, 'dummy password hashes follow the stored hashes\' costs');
+    // Per-account throttling: its key is derived from the stored refresh-secret key, which a
+    // key-encryption key change re-encrypts but never replaces, so lock state survives one.
+    const lockout = new AccountLockout(
+      AccountLockout.keyFrom(refreshSecrets.material),
+      {
+        threshold: config.LOGIN_LOCKOUT_THRESHOLD,
+        windowMs: config.LOGIN_LOCKOUT_WINDOW,
+        durationMs: config.LOGIN_LOCKOUT_DURATION,
+        maxDurationMs: config.LOGIN_LOCKOUT_MAX_DURATION,
+      },
+      logger.child({ component: 'lockout' }),
+    );
     metrics.observePasswordHashing(() => hasher.load);
     // The dummy hash above started libuv's pool; from here on its threads yield to the event loop.
     const pool = lowerThreadPoolPriority();
@@ -119,6 +145,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
       logger: logger.child({ component: 'auth' }),
       events: sessionEvents,
       revocations: view,
+      lockout,
     });
     accounts = new AccountService({
       orm: database.orm,
@@ -128,6 +155,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
       clock,
       logger: logger.child({ component: 'accounts' }),
       events: sessionEvents,
+      lockout,
     });
     sessionService = new SessionService({
       orm: database.orm,
@@ -201,6 +229,14 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
   const pruning = setInterval(() => view.prune(clock.now()), 60_000);
   pruning.unref();
   keyFollower.start();
+  // The stored hashes' costs, read again every 10 minutes (re-hashes and registrations on other
+  // replicas, password changes and resets): the dummy hashes follow them.
+  const costRefresh = setInterval(() => {
+    void outsideCall(() => users.hashCosts(database.orm.em.fork()))
+      .then((costs) => hasher.dummies.setCounts(costs))
+      .catch((error: unknown) => logger.warn({ err: { message: (error as Error).message } }, 'could not read the stored password hashes\' costs; keeping the last ones'));
+  }, COST_PROFILE_REFRESH_MS);
+  costRefresh.unref();
 
   let stopping = false;
   const grpc = createGrpcServer(
@@ -211,6 +247,19 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
       sessions: sessionService,
       callers,
       revocationView: view,
+      trustedProxies: new TrustedProxies(config.TRUSTED_PROXIES),
+      sourceLimits: new SourceLimits(
+        {
+          Login: { perMs: config.RATE_LIMIT_LOGIN, burst: config.RATE_LIMIT_LOGIN_BURST },
+          Register: { perMs: config.RATE_LIMIT_REGISTER, burst: config.RATE_LIMIT_REGISTER_BURST },
+          RequestPasswordReset: { perMs: config.RATE_LIMIT_PASSWORD_RESET, burst: config.RATE_LIMIT_PASSWORD_RESET_BURST },
+          ResetPassword: { perMs: config.RATE_LIMIT_PASSWORD_RESET, burst: config.RATE_LIMIT_PASSWORD_RESET_BURST },
+          VerifyEmail: { perMs: config.RATE_LIMIT_VERIFY_EMAIL, burst: config.RATE_LIMIT_VERIFY_EMAIL_BURST },
+        },
+        config.RATE_LIMIT_MAX_SOURCES,
+        clock,
+      ),
+      loginFailed: (reason) => metrics.loginFailed(reason),
       revocations: {
         reader: revocationReader,
         follower,
@@ -259,6 +308,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
     await http.close();
     clearInterval(pruning);
     await keyFollower.stop();
+    clearInterval(costRefresh);
     await follower.stop();
     await database.close();
     throw error;
@@ -288,6 +338,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
         await accounts.drain();
         clearInterval(pruning);
         await keyFollower.stop();
+        clearInterval(costRefresh);
         await follower?.stop();
         await monitor.stop();
         await schedulerStopped;

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
 import { Cron } from 'croner';
 import { z } from 'zod';
 import { formatDuration, parseDuration } from './duration.js';
@@ -173,6 +174,39 @@ const cronExpression = z.string().transform((text, ctx) => {
     return z.NEVER;
   }
   return pattern;
+});
+
+/**
+ * A sustained rate for a token bucket: `<count>/<duration>` (`5/1s`, `30/1m`), or `0` for no
+ * limit. Parsed to tokens per millisecond.
+ */
+const rate = z.string().transform((text, ctx) => {
+  if (text.trim() === '0') return 0;
+  const match = /^(\d{1,9})\/(.+)$/.exec(text.trim());
+  const count = match ? Number(match[1]) : Number.NaN;
+  const per = match ? parseDuration(match[2]!) : undefined;
+  if (!(count > 0) || per === undefined || per < 1 || per > 86_400_000) {
+    ctx.addIssue({ code: 'custom', message: 'must be `0` (no limit) or a count per duration such as `5/1s` or `30/1m` (at most a day)' });
+    return z.NEVER;
+  }
+  return count / per;
+});
+
+/** A comma-separated list of CIDR blocks (`10.0.0.0/8, fd00::/8`); a bare address is a /32 or /128. */
+const cidrList = z.string().transform((text, ctx) => {
+  const blocks: { address: string; prefix: number; family: 'ipv4' | 'ipv6' }[] = [];
+  for (const entry of text.split(',').map((item) => item.trim()).filter((item) => item !== '')) {
+    const [address = '', prefixText, extra] = entry.split('/');
+    const family = isIP(address);
+    const max = family === 4 ? 32 : 128;
+    const prefix = prefixText === undefined ? max : /^\d{1,3}$/.test(prefixText) ? Number(prefixText) : Number.NaN;
+    if (family === 0 || extra !== undefined || !(prefix >= 0 && prefix <= max)) {
+      ctx.addIssue({ code: 'custom', message: 'must be a comma-separated list of CIDR blocks such as `10.0.0.0/8` or `fd00::/8`' });
+      return z.NEVER;
+    }
+    blocks.push({ address, prefix, family: family === 4 ? 'ipv4' : 'ipv6' });
+  }
+  return blocks;
 });
 
 export const variables = {
@@ -438,6 +472,61 @@ export const variables = {
     derivedDefault: 'the value of `PASSWORD_HASH_QUEUE_LIMIT`',
     schema: integer(0, 10_000),
   }),
+  // Brute-force protection (issue 18): per-account lockout and per-source rate limits.
+  LOGIN_LOCKOUT_THRESHOLD: variable({
+    description:
+      'Failed password checks of one account (Login, and ChangePassword\'s current password) within `LOGIN_LOCKOUT_WINDOW` that lock it. While locked, Login answers PERMISSION_DENIED (`ACCOUNT_LOCKED`) with a RetryInfo, before any hash, even for the right password. Unknown emails are counted and answered exactly like registered ones. Counted atomically in the database, so parallel attempts overshoot by at most the hashes already running (`PASSWORD_HASH_CONCURRENCY` per replica). `0` turns the lockout off.',
+    default: '10',
+    schema: integer(0, 10_000),
+  }),
+  LOGIN_LOCKOUT_WINDOW: variable({
+    description: 'How long failures count towards `LOGIN_LOCKOUT_THRESHOLD`: the window starts at the first failure and a failure after it starts a new one.',
+    default: '15m',
+    schema: duration(1_000, 30 * 86_400_000),
+  }),
+  LOGIN_LOCKOUT_DURATION: variable({
+    description:
+      'How long the first lock lasts. Each further lock doubles it, up to `LOGIN_LOCKOUT_MAX_DURATION`. A lock lifts by itself when it ends; a successful login (or `UnlockUser`) forgets every failure and lock; so does a quiet `LOGIN_LOCKOUT_MAX_DURATION` after the last window or lock ended.',
+    default: '1m',
+    schema: duration(1_000, 30 * 86_400_000),
+  }),
+  LOGIN_LOCKOUT_MAX_DURATION: variable({
+    description: 'The longest a lock lasts however often it repeats (a value below `LOGIN_LOCKOUT_DURATION` counts as that), and how long the repeat count is remembered after the last lock or window ended.',
+    default: '1h',
+    schema: duration(1_000, 30 * 86_400_000),
+  }),
+  TRUSTED_PROXIES: variable({
+    description:
+      'Comma-separated CIDR blocks of peers (gateways, load balancers) trusted to report the end user\'s address in `client.ip_address`, as callers with a service API key are. For everyone else the source of a call, for the per-source rate limits and the hashing queue, is the connection\'s peer address, so a client cannot pick its own bucket. Empty: only service-credentialed callers are trusted.',
+    schema: cidrList,
+  }),
+  RATE_LIMIT_LOGIN: variable({
+    description:
+      'Token bucket per source address for Login: the sustained rate, as `<count>/<duration>` (`5/1s`), or `0` for no limit. Beyond it a call is refused at once with RESOURCE_EXHAUSTED (`RATE_LIMITED`) and a RetryInfo saying when a token is back, before any database or hash work. Buckets live in each replica\'s memory, so the effective limit is this times the number of replicas a source reaches.',
+    default: '5/1s',
+    schema: rate,
+  }),
+  RATE_LIMIT_LOGIN_BURST: variable({
+    description: 'Size of each Login bucket: calls a source may make at once after a quiet spell.',
+    default: '50',
+    schema: positiveInt(1_000_000),
+  }),
+  RATE_LIMIT_REGISTER: variable({ description: 'Token bucket per source address for Register (as `RATE_LIMIT_LOGIN`).', default: '2/1s', schema: rate }),
+  RATE_LIMIT_REGISTER_BURST: variable({ description: 'Size of each Register bucket.', default: '20', schema: positiveInt(1_000_000) }),
+  RATE_LIMIT_PASSWORD_RESET: variable({
+    description: 'Token bucket per source address for RequestPasswordReset and, separately, ResetPassword (as `RATE_LIMIT_LOGIN`).',
+    default: '2/1s',
+    schema: rate,
+  }),
+  RATE_LIMIT_PASSWORD_RESET_BURST: variable({ description: 'Size of each RequestPasswordReset and ResetPassword bucket.', default: '20', schema: positiveInt(1_000_000) }),
+  RATE_LIMIT_VERIFY_EMAIL: variable({ description: 'Token bucket per source address for VerifyEmail (as `RATE_LIMIT_LOGIN`).', default: '2/1s', schema: rate }),
+  RATE_LIMIT_VERIFY_EMAIL_BURST: variable({ description: 'Size of each VerifyEmail bucket.', default: '20', schema: positiveInt(1_000_000) }),
+  RATE_LIMIT_MAX_SOURCES: variable({
+    description:
+      'Source addresses whose buckets one replica remembers, per RPC. Beyond it the least recently seen source is forgotten (a forgotten source starts again with a full bucket), so a flood of distinct addresses costs bounded memory (about 200 bytes each).',
+    default: '100000',
+    schema: positiveInt(10_000_000),
+  }),
   PUBLIC_URL: variable({
     description: 'Public base URL of the service, used to build links (password reset, email verification). Must be `https://` in production.',
     default: 'http://localhost:8080',
@@ -470,6 +559,11 @@ export const variables = {
     description:
       'When `sweep-revocation-events` runs: deletes revocation-feed events older than `ACCESS_TOKEN_TTL` plus 60 s of clock skew, which no unexpired token can be affected by. Cron syntax, as above.',
     default: '*/10 * * * *',
+    schema: cronExpression,
+  }),
+  LOGIN_THROTTLE_SWEEP_CRON: variable({
+    description: 'When `sweep-login-throttles` runs: deletes per-account failure counts whose window, lock and repeat memory are all over. Cron syntax, as above.',
+    default: '20 * * * *',
     schema: cronExpression,
   }),
   REVOCATION_MAX_STALENESS: variable({

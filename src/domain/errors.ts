@@ -90,6 +90,13 @@ export class DomainError extends Error {
     return error;
   }
 
+  /** Sign-in is locked after repeated failures (issue 18); `retryAfterMs` is until the lock lifts. */
+  static accountLocked(retryAfterMs: number): DomainError {
+    const error = new DomainError('ACCOUNT_LOCKED', 'sign-in to this account is temporarily locked after repeated failures; retry later');
+    error.retryAfterMs = Math.max(0, retryAfterMs);
+    return error;
+  }
+
   static unimplemented(rpc: string): DomainError {
     return new DomainError('UNIMPLEMENTED', `${rpc} is not implemented yet`);
   }

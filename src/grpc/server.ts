@@ -11,6 +11,7 @@ import { AuthServiceService } from '../generated/latchkey/auth/v1/auth_service.j
 import { SessionServiceService } from '../generated/latchkey/session/v1/session_service.js';
 import { implementService, withCallCodecs, type CallDependencies } from './call.js';
 import { createAuthHandlers } from './handlers/auth.js';
+import type { SourceLimits, TrustedProxies } from '../domain/rate-limit.js';
 import { createSessionHandlers, type RevocationStreaming } from './handlers/session.js';
 import { addHealthService } from './health.js';
 import { OpenStreams } from './stream.js';
@@ -64,6 +65,12 @@ export interface GrpcServices {
   readonly accounts: AccountService;
   readonly sessions: SessionService;
   readonly callers: CallerAuthenticator;
+  /** Per-source token buckets (RATE_LIMIT_*); none means no limit. */
+  readonly sourceLimits?: SourceLimits;
+  /** Peers trusted to report the end user's address (TRUSTED_PROXIES). */
+  readonly trustedProxies?: TrustedProxies;
+  /** Counts a failed Login by its reason (latchkey_login_failures_total). */
+  readonly loginFailed?: (reason: string) => void;
 }
 
 /**

@@ -15,6 +15,8 @@ export interface Metrics {
   observeAdmission(load: () => { calls: number; running: number; waiting: number; refused: number; dropped: number }): void;
   /** Session revocations by reason, and refresh-token reuse detections. */
   readonly sessionEvents: SessionEvents;
+  /** One failed Login, by reason (latchkey_login_failures_total). */
+  loginFailed(reason: string): void;
 }
 
 export function createMetrics(): Metrics {
@@ -53,8 +55,13 @@ export function createMetrics(): Metrics {
     help: 'Rotated-out refresh tokens presented again outside the grace window: a sign of token theft worth alerting on.',
     registers: [registry],
   });
+  const loginFailures = new Counter({ name: 'latchkey_login_failures_total', help: 'Failed logins by reason (INVALID_CREDENTIALS, ACCOUNT_DISABLED, ACCOUNT_LOCKED, RATE_LIMITED).', labelNames: ['reason'], registers: [registry] });
+  for (const reason of ['INVALID_CREDENTIALS', 'ACCOUNT_DISABLED', 'ACCOUNT_LOCKED', 'RATE_LIMITED']) loginFailures.inc({ reason }, 0);
   return {
     registry,
+    loginFailed(reason) {
+      loginFailures.inc({ reason });
+    },
     rpcHandled(method, code, seconds) {
       handled.inc({ method, code });
       duration.observe({ method }, seconds);

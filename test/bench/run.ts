@@ -7,7 +7,7 @@
  *   npm run bench                 full run (about 8 minutes); rewrites BENCHMARKS.md
  *   npm run bench -- --quick      seconds per figure, small data, cost-4 hashes; for CI
  *   npm run bench -- --only=validate,refresh   some scenarios (validate, refresh, login, saturation, overload, sweep, sweep2,
- *                                              propagation, revocation-memory)
+ *                                              propagation, revocation-memory, login-cost)
  */
 import bcrypt from 'bcrypt';
 import { execFile } from 'node:child_process';
@@ -57,7 +57,7 @@ const overrides = Object.fromEntries(
 const serverNodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
 /** The server runs with the image's NODE_OPTIONS (V8 heap flags), read from the Dockerfile so the two cannot drift. */
 const imageNodeOptions = /^ENV NODE_OPTIONS="([^"]*)"$/m.exec(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1] ?? '';
-const SCENARIOS = 'validate,refresh,login,saturation,overload,sweep,sweep2,propagation,revocation-memory';
+const SCENARIOS = 'validate,refresh,login,saturation,overload,sweep,sweep2,propagation,revocation-memory,login-cost';
 const only = new Set((args.only ?? SCENARIOS).split(','));
 
 /** How long each figure is measured for, and how much data: seconds in --quick, minutes in full. */
@@ -202,6 +202,13 @@ function serverEnv(target: Target, dataDir: string, extra: Record<string, string
     DATABASE_MIGRATE_ON_START: 'true',
     LATCHKEY_DATA_DIR: dataDir,
     SCHEDULER_ENABLED: 'false',
+    // The scenarios measure capacity from one client address, with floods of wrong passwords for
+    // one account: the brute-force protection (issue 18) would refuse them, so it is off here.
+    RATE_LIMIT_LOGIN: '0',
+    RATE_LIMIT_REGISTER: '0',
+    RATE_LIMIT_PASSWORD_RESET: '0',
+    RATE_LIMIT_VERIFY_EMAIL: '0',
+    LOGIN_LOCKOUT_THRESHOLD: '0',
     NODE_OPTIONS: imageNodeOptions,
     ...(target.url ? { DATABASE_URL: target.url } : {}),
     ...extra,
@@ -429,6 +436,83 @@ async function bareSessions(target: Target, count: number): Promise<string[]> {
   return rows.rows.map((r: { id: string }) => r.id);
 }
 
+
+/**
+ * The login-cost scenario (issue 18): users registered at one bcrypt cost, the server restarted
+ * with a higher BCRYPT_COST, then wrong-password logins (stored hashes still at the old cost) and
+ * unknown-email logins, alternating one by one, one in flight. Before the fix the unknown email was
+ * compared against a dummy at the new cost; now its dummy follows the stored hashes' costs. Bare
+ * bcrypt.compare at both costs is measured beside them, in this process, for reference. Its own
+ * database, so that the stored costs are exactly the old one.
+ */
+async function loginCostScenario(dataDir: string, outDir: string): Promise<void> {
+  const [oldCost, newCost] = quick ? [4, 6] : [10, 12];
+  const users = quick ? 8 : 24;
+  const samples = quick ? 40 : 200;
+  const target = await chooseDatabase();
+  const dir = mkdtempSync(path.join(dataDir, 'login-cost-'));
+  const emails = Array.from({ length: users }, (_, i) => `bench-cost-${i}@example.com`);
+  try {
+    const before = await startServer(serverEnv(target, dir, { BCRYPT_COST: String(oldCost) }), path.join(outDir, 'server-login-cost-before.log'), serverNodeArgs);
+    try {
+      const client = await UnaryClient.connect(before.grpcPort);
+      for (const email of emails) {
+        const r = await client.call('/latchkey.auth.v1.AuthService/Register', grpcFrame(RegisterRequest.encode(RegisterRequest.fromPartial({ email, password: PASSWORD })).finish()));
+        if (r.code !== 0) throw new Error(`seeding: Register failed with ${r.code} ${r.statusMessage}`);
+      }
+      client.close();
+    } finally {
+      await before.stop();
+    }
+    const server = await startServer(serverEnv(target, dir, { BCRYPT_COST: String(newCost) }), path.join(outDir, 'server-login-cost-after.log'), serverNodeArgs);
+    try {
+      const client = await UnaryClient.connect(server.grpcPort);
+      const timed = async (email: string, password: string): Promise<number> => {
+        const started = performance.now();
+        const r = await client.call('/latchkey.auth.v1.AuthService/Login', grpcFrame(LoginRequest.encode(LoginRequest.fromPartial({ email, password, client: { userAgent: 'bench' } })).finish()));
+        const ms = performance.now() - started;
+        // UNAUTHENTICATED (INVALID_CREDENTIALS) for both: anything else is not what is measured.
+        if (r.code !== 16) throw new Error(`login-cost: expected UNAUTHENTICATED, got ${r.code} ${r.statusMessage}`);
+        return ms;
+      };
+      const wrong: number[] = [];
+      const unknown: number[] = [];
+      for (let i = 0; i < 4; i++) await timed(emails[i % users]!, 'warm-up guess');
+      for (let i = 0; i < samples; i++) {
+        wrong.push(await timed(emails[i % users]!, `wrong guess ${i}`));
+        unknown.push(await timed(`bench-cost-nobody-${i}@example.com`, `wrong guess ${i}`));
+      }
+      client.close();
+      const bare = async (cost: number) => {
+        const hash = await bcrypt.hash(PASSWORD, cost);
+        const times: number[] = [];
+        for (let i = 0; i < Math.min(samples, 40); i++) {
+          const started = performance.now();
+          await bcrypt.compare(`guess ${i}`, hash);
+          times.push(performance.now() - started);
+        }
+        return median(times);
+      };
+      const [bareOld, bareNew] = [await bare(oldCost), await bare(newCost)];
+      const pct = (values: number[], q: number) => [...values].sort((a, b) => a - b)[Math.min(values.length - 1, Math.floor(q * values.length))]!;
+      const figure = (values: number[]) => ({ p50: Number(median(values).toFixed(1)), p95: Number(pct(values, 0.95).toFixed(1)) });
+      const w = figure(wrong);
+      const u = figure(unknown);
+      record({
+        scenario: 'login-cost',
+        name: `Login after BCRYPT_COST ${oldCost} → ${newCost}: unknown email vs wrong password (stored hashes at ${oldCost}), 1 in flight`,
+        notes: JSON.stringify({ oldCost, newCost, samples, wrong: w, unknown: u, bareCompareMs: { [oldCost]: bareOld, [newCost]: bareNew } }),
+        display:
+          `unknown email p50 ${u.p50} ms (p95 ${u.p95}) vs wrong password p50 ${w.p50} ms (p95 ${w.p95}); ratio ${(u.p50 / w.p50).toFixed(2)}. ` +
+          `Bare compare: cost ${oldCost} ${bareOld.toFixed(1)} ms, cost ${newCost} ${bareNew.toFixed(1)} ms (what an unknown email cost before the fix)`,
+      });
+    } finally {
+      await server.stop();
+    }
+  } finally {
+    await target.drop();
+  }
+}
 
 async function loginScenario(server: BenchServer, s: Seed, hash: string): Promise<void> {
   for (const inFlight of [1, 8]) {
@@ -1033,6 +1117,7 @@ async function main(): Promise<void> {
       peakRssAfter.overload = await srv.peakRss();
       await srv.stop();
     }
+    if (only.has('login-cost')) await loginCostScenario(dataDir, outDir);
     for (const [name, replicas] of [['sweep', 1], ['sweep2', 2]] as const) {
       if (!only.has(name)) continue;
       if (target.kind !== 'postgresql') {

@@ -162,7 +162,7 @@ describe('ChangePassword', () => {
     expect(await kit.sessionStates(user)).toEqual({ [caller.sessionId]: 'active', [other.sessionId]: 'PASSWORD_CHANGED' });
   });
 
-  it('a wrong current password is INVALID_CREDENTIALS: one audit row, nothing else changes', async () => {
+  it('a wrong current password is INVALID_CREDENTIALS: audited and counted against the lock, nothing else changes', async () => {
     const user = await kit.newUser('change-wrong@example.com');
     const caller = await login(server.client, 'change-wrong@example.com');
     const other = await login(server.client, 'change-wrong@example.com');
@@ -173,8 +173,12 @@ describe('ChangePassword', () => {
     expect(seen.message).not.toContain('not my password');
     expect(seen.message).not.toContain(NEW_PASSWORD);
     expect(await kit.changesSince(mark)).toEqual({
-      changed: ['audit_events'],
-      audit: [{ event_type: 'password.change_failed', user_id: user, session_id: caller.sessionId, details: { reason: 'INVALID_CREDENTIALS' } }],
+      changed: ['audit_events', 'login_throttles'],
+      audit: [
+        // The first failed password check of the window (issue 18: rate-limited).
+        { event_type: 'login.failed', user_id: user, session_id: null, details: { reason: 'INVALID_CREDENTIALS', rpc: 'ChangePassword' } },
+        { event_type: 'password.change_failed', user_id: user, session_id: caller.sessionId, details: { reason: 'INVALID_CREDENTIALS' } },
+      ],
     });
     expect(await kit.sessionStates(user)).toEqual({ [caller.sessionId]: 'active', [other.sessionId]: 'active' });
     await login(server.client, 'change-wrong@example.com', PASSWORD);

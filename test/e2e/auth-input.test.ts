@@ -164,13 +164,15 @@ describe('Login', () => {
     expect(JSON.stringify(events)).not.toContain('the wrong password');
   });
 
-  /** A failed login adds exactly one audit event and nothing else. */
-  async function expectFailedLogin(request: { email: string; password: string }) {
+  /** A first failed login adds exactly one audit event and one failure count (issue 18), and nothing else. */
+  async function expectFailedLogin(request: { email: string; password: string }, counted = true) {
     const before = await storeSnapshot(server.db.url);
     const { error } = await rpc('login', { ...request, client: { ipAddress: '198.51.100.1', userAgent: 'probe', deviceName: '' } });
     const after = await storeSnapshot(server.db.url);
-    expect({ ...after, audit_events: '' }).toEqual({ ...before, audit_events: '' });
+    expect({ ...after, audit_events: '', login_throttles: '' }).toEqual({ ...before, audit_events: '', login_throttles: '' });
     expect(after.audit_events!.split('\n').length).toBe(before.audit_events!.split('\n').filter(Boolean).length + 1);
+    // The right password of a disabled account is not a failed password check: not counted.
+    expect(after.login_throttles!.split('\n').filter(Boolean).length).toBe(before.login_throttles!.split('\n').filter(Boolean).length + (counted ? 1 : 0));
     return failure(error);
   }
 
@@ -178,7 +180,7 @@ describe('Login', () => {
     const user = await register(server.client, 'disabled@example.com', 'the right password');
     await query(server.db.url, 'update users set disabled_at = now() where id = $1', [user.user!.id]);
     expect(await expectFailedLogin({ email: 'disabled@example.com', password: 'not it at all' })).toMatchObject({ reason: 'INVALID_CREDENTIALS' });
-    expect(await expectFailedLogin({ email: 'disabled@example.com', password: 'the right password' })).toEqual({
+    expect(await expectFailedLogin({ email: 'disabled@example.com', password: 'the right password' }, false)).toEqual({
       code: status.PERMISSION_DENIED,
       reason: 'ACCOUNT_DISABLED',
       message: 'this account is disabled',

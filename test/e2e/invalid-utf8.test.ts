@@ -85,6 +85,7 @@ const CASES: [string, string, 'anyone' | 'service' | 'user', () => object][] = [
   ['disableUser', 'user_id', 'service', () => ({ userId: `${UUID}${MARK}` })],
   ['enableUser', 'user_id', 'service', () => ({ userId: `${UUID}${MARK}` })],
   ['setUserRoles', 'user_id', 'service', () => ({ userId: `${UUID}${MARK}`, roles: ['viewer'] })],
+  ['unlockUser', 'user_id', 'service', () => ({ userId: `${UUID}${MARK}` })],
   ['setUserRoles', 'roles[1]', 'service', () => ({ userId: signedIn.user!.id, roles: ['viewer', `ad${MARK}min`] })],
   ['getSession', 'session_id', 'service', () => ({ sessionId: `${UUID}${MARK}` })],
   ['listSessions', 'user_id', 'service', () => ({ userId: `${UUID}${MARK}`, pageSize: 0, pageToken: '', state: 0 })],

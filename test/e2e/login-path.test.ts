@@ -34,8 +34,11 @@ async function start(overrides: Record<string, string>, logger = createLogger('s
   return app;
 }
 
+/** The login's one read: the user by email and the account's lock, one row whether or not the email is registered. */
+const LOOKUP = /^select u\.id, .* from \(select \?::varchar as email, \?::varchar as throttle_id\) k left join users u on u\.email = k\.email left join login_throttles t on t\.id = k\.throttle_id and t\.locked_until > \?::timestamptz$/;
+
 describe('the login path', () => {
-  it('issues exactly a user lookup and one write (session, last sign-in, audit event), and no DELETE; a refresh is one statement', async () => {
+  it('issues exactly a user lookup (with the account\'s lock) and one write (session, last sign-in, audit event, the reset of failed attempts), and no other DELETE; a refresh is one statement', async () => {
     const log = new StatementLog();
     // The database monitor's `select 1` would otherwise land in a window now and then (a hash
     // takes longer on a loaded machine); with this interval it sends none during the test.
@@ -46,9 +49,10 @@ describe('the login path', () => {
       log.statements = [];
       await login(client, 'path@example.com');
       expect(log.statements).toHaveLength(2);
-      expect(log.statements[0]).toMatch(/^select .* from users where email = \?$/);
+      expect(log.statements[0]).toMatch(LOOKUP);
       expect(log.statements[1]).toMatch(/^with signed_in as \( update users set last_login_at .* insert into sessions .* insert into audit_events /);
-      expect(log.statements.join('\n')).not.toMatch(/\bdelete\b/i);
+      // The one DELETE: a successful login forgets the account's failed attempts (issue 18).
+      expect(log.statements.join('\n').replace('delete from login_throttles where id = ? and exists (select 1 from created)', '')).not.toMatch(/\bdelete\b/i);
 
       log.statements = [];
       const signedIn = await login(client, 'path@example.com');
@@ -63,7 +67,9 @@ describe('the login path', () => {
       const { error } = await call(client as unknown as Client, 'login', { email: 'path@example.com', password: 'wrong password!' });
       expect(failure(error).reason).toBe('INVALID_CREDENTIALS');
       expect(log.statements).toHaveLength(2);
-      expect(log.statements[1]).toMatch(/^insert into audit_events /);
+      expect(log.statements[0]).toMatch(LOOKUP);
+      // One statement counts the failure against the account's lock and writes its (rate-limited) audit row.
+      expect(log.statements[1]).toMatch(/^with p as materialized .* insert into login_throttles .* on conflict \(id\) do update .* insert into audit_events /);
     } finally {
       client.close();
     }

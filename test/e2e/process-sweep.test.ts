@@ -81,6 +81,7 @@ it('`latchkey sweep` runs every sweep once, prints one line per job with its cou
     expect.stringMatching(/^sweep-one-time-tokens: completed, 2 rows deleted in 2 batches \(\d+ ms\)$/),
     expect.stringMatching(/^sweep-audit-events: completed, 2 rows deleted in 1 batches \(\d+ ms\)$/),
     expect.stringMatching(/^sweep-revocation-events: completed, 2 rows deleted in 1 batches \(\d+ ms\)$/),
+    expect.stringMatching(/^sweep-login-throttles: completed, 0 rows deleted in 1 batches \(\d+ ms\)$/),
     // No signing key yet on this database (only migrated): the rotation step makes the first.
     expect.stringMatching(/^rotate-signing-keys: completed, 1 keys staged, 0 retired, 0 removed \(\d+ ms\)$/),
   ]);
@@ -89,6 +90,7 @@ it('`latchkey sweep` runs every sweep once, prints one line per job with its cou
     ['sweep-one-time-tokens', 2],
     ['sweep-audit-events', 2],
     ['sweep-revocation-events', 2],
+    ['sweep-login-throttles', 0],
   ]);
   expect(result.logs.filter((line) => line.msg === 'key rotation run finished').map((line) => [line.job, line.outcome])).toEqual([['rotate-signing-keys', 'completed']]);
   // The feed's horizon moved to the last deleted event: cursors before it are expired.
@@ -108,6 +110,7 @@ it('`latchkey sweep` runs every sweep once, prints one line per job with its cou
     'sweep-one-time-tokens: completed, 0 rows deleted',
     'sweep-audit-events: completed, 0 rows deleted',
     'sweep-revocation-events: completed, 0 rows deleted',
+    'sweep-login-throttles: completed, 0 rows deleted',
     expect.stringMatching(/^rotate-signing-keys: completed, 0 keys staged, 0 retired, 0 removed \(\d+ ms\)$/),
   ]);
 });
@@ -127,6 +130,7 @@ it('`latchkey sweep` exits 1 with the reason on stderr when a sweep fails, after
     expect.stringMatching(/^sweep-one-time-tokens: failed, 0 rows deleted in 0 batches/),
     expect.stringMatching(/^sweep-audit-events: completed, 0 rows deleted in 1 batches/),
     expect.stringMatching(/^sweep-revocation-events: completed, 0 rows deleted in 1 batches/),
+    expect.stringMatching(/^sweep-login-throttles: completed, 0 rows deleted in 1 batches/),
     expect.stringMatching(/^rotate-signing-keys: completed, 0 keys staged, 0 retired, 0 removed/),
   ]);
   expect(result.logs.filter((line) => line.level === 'error').map((line) => [line.msg, line.job])).toEqual([

@@ -57,6 +57,7 @@ it('schedules nothing under NODE_ENV=test unless SCHEDULER_ENABLED=true', async 
     { job: 'sweep-one-time-tokens', schedule: '15 * * * *' },
     { job: 'sweep-audit-events', schedule: '45 3 * * *' },
     { job: 'sweep-revocation-events', schedule: '*/10 * * * *' },
+    { job: 'sweep-login-throttles', schedule: '20 * * * *' },
     { job: 'rotate-signing-keys', schedule: '*/5 * * * *' },
   ]);
 });

@@ -10,10 +10,10 @@ import { testConfig } from '../support/config.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
 import { listMethods, listServices } from '../support/reflection.js';
 
-/** The RPCs DESIGN.md's API contract lists, per service. */
+/** The RPCs DESIGN.md's API contract lists, per service (and UnlockUser, issue 18). */
 const AUTH_RPCS = [
   'Register', 'Login', 'RefreshToken', 'Logout', 'ValidateToken', 'GetJwks', 'ChangePassword', 'RequestPasswordReset',
-  'ResetPassword', 'RequestEmailVerification', 'VerifyEmail', 'GetUser', 'DisableUser', 'EnableUser', 'SetUserRoles',
+  'ResetPassword', 'RequestEmailVerification', 'VerifyEmail', 'GetUser', 'DisableUser', 'EnableUser', 'SetUserRoles', 'UnlockUser',
 ].sort();
 const SESSION_RPCS = ['GetSession', 'ListSessions', 'RevokeSession', 'RevokeAllSessions', 'WatchRevocations'].sort();
 
@@ -64,7 +64,7 @@ describe('reflection', () => {
 /** Built and tested in the auth and account e2e files and session-service.test.ts. */
 const BUILT = new Set([
   'Register', 'Login', 'RefreshToken', 'Logout', 'ValidateToken', 'GetJwks', 'ChangePassword', 'RequestPasswordReset', 'ResetPassword',
-  'RequestEmailVerification', 'VerifyEmail', 'GetUser', 'DisableUser', 'EnableUser', 'SetUserRoles',
+  'RequestEmailVerification', 'VerifyEmail', 'GetUser', 'DisableUser', 'EnableUser', 'SetUserRoles', 'UnlockUser',
   'GetSession', 'ListSessions', 'RevokeSession', 'RevokeAllSessions',
 ]);
 

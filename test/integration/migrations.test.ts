@@ -8,6 +8,7 @@ const MIGRATIONS = migrationsList.map((m) => m.name);
 /** The tables the migrations leave, in name order. */
 const TABLES = [
   'audit_events',
+  'login_throttles',
   'mikro_orm_migrations',
   'one_time_tokens',
   'refresh_secret_keys',

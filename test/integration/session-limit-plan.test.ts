@@ -95,7 +95,7 @@ async function loginStatementPlan(): Promise<PlanNode> {
       idleExpiresAt: at(14 * DAY),
       absoluteExpiresAt: at(30 * DAY),
     },
-    { passwordChangedAt: at(-DAY), maxSessions: 10 },
+    { passwordChangedAt: at(-DAY), maxSessions: 10, throttleId: '0'.repeat(64) },
     { type: 'login.succeeded', occurredAt: NOW, userId: LOGIN_USER },
   );
   if (!plan) throw new Error('insertForLogin sent no statement');

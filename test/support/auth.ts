@@ -23,7 +23,7 @@ export const DAY = 24 * 60 * MINUTE;
 
 /** The rows of every table Latchkey writes, as text: equal before and after means nothing changed. */
 export async function storeSnapshot(url: string): Promise<Record<string, string>> {
-  const tables = ['users', 'sessions', 'one_time_tokens', 'signing_keys', 'audit_events'];
+  const tables = ['users', 'sessions', 'one_time_tokens', 'signing_keys', 'audit_events', 'login_throttles'];
   const snapshot: Record<string, string> = {};
   for (const table of tables) {
     const [row] = await query<{ rows: string }>(url, `select coalesce(string_agg(t::text, E'\\n' order by t::text), '') as rows from ${table} t`);

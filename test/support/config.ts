@@ -20,6 +20,12 @@ export function testEnv(databaseUrl: string | undefined, overrides: Record<strin
     KEY_ENCRYPTION_KEY: TEST_KEY_ENCRYPTION_KEY,
     // The cheapest cost bcrypt allows; the cost only changes timing, which tests never assert.
     BCRYPT_COST: '4',
+    // Every test's calls come from 127.0.0.1: the per-source buckets are off unless a test turns
+    // them on (test/e2e/rate-limits.test.ts).
+    RATE_LIMIT_LOGIN: '0',
+    RATE_LIMIT_REGISTER: '0',
+    RATE_LIMIT_PASSWORD_RESET: '0',
+    RATE_LIMIT_VERIFY_EMAIL: '0',
     ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
     // Without TEST_DATABASE_URL the test database is an embedded PGlite behind a socket, which
     // serves one connection at a time: use one, as the server itself does on its embedded database.

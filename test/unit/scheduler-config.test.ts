@@ -86,11 +86,12 @@ describe('createSweepScheduler', () => {
       'sweep-one-time-tokens',
       'sweep-audit-events',
       'sweep-revocation-events',
+      'sweep-login-throttles',
     ]);
   });
 
   it('schedules every sweep by default, and none when disabled', () => {
-    expect(createSweepScheduler(loadConfig({}), { orm, logger }).jobs).toHaveLength(4);
+    expect(createSweepScheduler(loadConfig({}), { orm, logger }).jobs).toHaveLength(5);
     expect(createSweepScheduler(loadConfig({ SCHEDULER_ENABLED: 'false' }), { orm, logger }).jobs).toEqual([]);
   });
 });

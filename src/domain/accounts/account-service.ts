@@ -6,6 +6,8 @@ import type { OneTimeTokenPurpose } from '../../persistence/entities/one-time-to
 import { accounts, type OneTimeTokenState } from '../../persistence/repositories/accounts.js';
 import { auditEvents } from '../../persistence/repositories/audit.js';
 import { users, type UserRecord } from '../../persistence/repositories/users.js';
+import { throttles } from '../../persistence/repositories/throttles.js';
+import type { AccountLockout } from '../auth/lockout.js';
 import type { Caller, UserCaller } from '../callers.js';
 import type { Clock } from '../clock.js';
 import { DomainError } from '../errors.js';
@@ -32,6 +34,8 @@ export interface AccountServiceDependencies {
   readonly clock: Clock;
   readonly logger: Logger;
   readonly events: SessionEvents;
+  /** Per-account throttling, shared with Login: ChangePassword's check counts against the same lock. */
+  readonly lockout: AccountLockout;
 }
 
 /** A one-time token for the calling service to deliver. The token is a secret: never log it. */
@@ -138,14 +142,21 @@ export class AccountService {
     const next = checks.check(checkPassword('new_password', input.newPassword, true));
     checks.throwIfAny();
 
+    // The current-password check counts against Login's lock (issue 18): the same throttle row,
+    // read in the lookup after the hashing slot is taken, and a failure recorded before it is freed.
+    const throttleId = this.deps.lockout.idOf(caller.email);
     const turn = this.deps.hasher.admit({ source: origin.source, account: caller.userId }, origin.signal);
     const em = this.em();
     let user: UserRecord | undefined;
     let newHash: string;
     try {
-      user = await users.findById(em, caller.userId);
-      const { match } = await turn.verify(current!, user?.passwordHash);
+      await turn.started();
+      const found = await throttles.lookupById(em, caller.userId, throttleId, this.now());
+      if (found.lockedUntil) throw DomainError.accountLocked(found.lockedUntil.getTime() - this.deps.clock.now());
+      user = found.user;
+      const { match } = await turn.verify(current!, user?.passwordHash, throttleId);
       if (!user || !match) {
+        await this.deps.lockout.recordFailure(em, throttleId, this.now(), { userId: caller.userId, details: { reason: 'INVALID_CREDENTIALS', rpc: 'ChangePassword' } });
         turn.release();
         await this.auditFailedChange(em, caller, 'INVALID_CREDENTIALS');
         throw invalidCredentials();
@@ -273,6 +284,25 @@ export class AccountService {
     const user = await accounts.enable(this.em(), userId, this.now(), actorOf(caller));
     if (!user) throw userNotFound();
     return user;
+  }
+
+  /**
+   * Lifts the user's sign-in lock and forgets its failed attempts (issue 18), with an
+   * `account.unlocked` audit row; a user without a lock is left as it is (the row is still audited).
+   */
+  async unlockUser(caller: Caller, input: { userId: string }): Promise<{ user: UserRecord; wasLocked: boolean }> {
+    const userId = this.checkUserId(input.userId);
+    const em = this.em();
+    const user = await users.findById(em, userId);
+    if (!user) throw userNotFound();
+    const now = this.now();
+    const { wasLocked } = await throttles.clear(em, this.deps.lockout.idOf(user.email), now, {
+      type: 'account.unlocked',
+      occurredAt: now,
+      userId: user.id,
+      details: actorOf(caller),
+    });
+    return { user, wasLocked };
   }
 
   /** Replaces the user's roles; they reach access tokens at the next login or refresh. */

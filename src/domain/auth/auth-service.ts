@@ -8,6 +8,9 @@ import type { SessionEvents } from '../sessions/revocation.js';
 import type { RevocationView } from '../revocations/view.js';
 import { sessionStatusAt } from '../sessions/session-state.js';
 import { users, type UserRecord } from '../../persistence/repositories/users.js';
+import { throttles } from '../../persistence/repositories/throttles.js';
+import type { AccountLockout } from './lockout.js';
+import { costOf } from '../passwords/hasher.js';
 import type { Clock } from '../clock.js';
 import { ADMIN_ROLE, type UserCaller } from '../callers.js';
 import { DomainError } from '../errors.js';
@@ -47,6 +50,8 @@ export interface AuthServiceDependencies {
   readonly events: SessionEvents;
   /** The replica's in-memory revocation view; without it, `check_revocation` always reads the database. */
   readonly revocations?: Pick<RevocationView, 'verdict'>;
+  /** Per-account throttling (LOGIN_LOCKOUT_*), shared with ChangePassword and UnlockUser. */
+  readonly lockout: AccountLockout;
 }
 
 export interface IssuedTokens {
@@ -129,13 +134,21 @@ export class AuthService {
       { type: 'user.registered', occurredAt: now, userId: id },
     );
     if (!user) throw new DomainError('EMAIL_TAKEN', 'an account with this email already exists');
+    this.deps.hasher.dummies.moved(undefined, this.deps.hasher.cost);
     return user;
   }
 
   /**
-   * Only what the user waits for: look the user up, compare the hash, insert the session (with
-   * its audit event, in one statement), sign the tokens. Unknown email, wrong password and a
-   * disabled account all cost one hash comparison and one write.
+   * Only what the user waits for: look the user up (with the account's lock, in the same
+   * statement), compare the hash, insert the session (with its audit event, in one statement),
+   * sign the tokens. Unknown email and wrong password cost the same: one lookup, one hash
+   * comparison (a dummy of the cost stored hashes have), one failure statement. A locked account,
+   * registered or not, costs one lookup and no hash.
+   *
+   * The lookup waits for the call's hashing slot, and the slot is held until the failure is
+   * recorded: a check only starts once every check that finished before it has been counted, so
+   * parallel wrong guesses overshoot the lockout threshold by at most the checks running at once
+   * (PASSWORD_HASH_CONCURRENCY on each replica).
    */
   async login(
     input: { email: string; password: string; client: ClientInfo | undefined },
@@ -148,24 +161,32 @@ export class AuthService {
     checks.throwIfAny();
 
     // The place in the hashing queue comes first: a login refused for capacity costs no query.
-    // The user lookup then runs while the turn waits.
+    const throttleId = this.deps.lockout.idOf(address!);
     const turn = this.deps.hasher.admit({ source: origin.source, account: address! }, origin.signal);
     const em = this.em();
     let user: UserRecord | undefined;
     let verified: { match: boolean; needsRehash: boolean };
     try {
-      user = await users.findByEmail(em, address!);
-      verified = await turn.verify(text!, user?.passwordHash);
+      await turn.started();
+      const found = await throttles.lookupByEmail(em, address!, throttleId, this.now());
+      if (found.lockedUntil) throw DomainError.accountLocked(found.lockedUntil.getTime() - this.deps.clock.now());
+      user = found.user;
+      verified = await turn.verify(text!, user?.passwordHash, throttleId);
+      if (!user || !verified.match) {
+        await this.deps.lockout.recordFailure(em, throttleId, this.now(), {
+          userId: user?.id ?? null,
+          ipAddress: device!.ipAddress,
+          userAgent: device!.userAgent,
+          details: { reason: 'INVALID_CREDENTIALS', email: address },
+        });
+        throw invalidCredentials();
+      }
     } finally {
       turn.release();
     }
-    const { match, needsRehash } = verified;
+    const { needsRehash } = verified;
     const now = this.now();
     const failure = { occurredAt: now, ipAddress: device!.ipAddress, userAgent: device!.userAgent };
-    if (!user || !match) {
-      await this.auditFailedLogin(em, { ...failure, userId: user?.id ?? null, details: { reason: 'INVALID_CREDENTIALS', email: address } });
-      throw invalidCredentials();
-    }
     // Only after the password matched, so this never tells a stranger the email is registered.
     if (user.disabledAt !== null) {
       await this.auditFailedLogin(em, { ...failure, userId: user.id, details: { reason: 'ACCOUNT_DISABLED', email: address } });
@@ -179,7 +200,7 @@ export class AuthService {
     const inserted = await sessions.insertForLogin(
       em,
       { id: sessionId, userId: user.id, refreshSecretHash: hashRefreshSecret(secret), ...device!, now, idleExpiresAt, absoluteExpiresAt },
-      { passwordChangedAt: user.passwordChangedAt, maxSessions: this.deps.sessionPolicy.maxSessionsPerUser },
+      { passwordChangedAt: user.passwordChangedAt, maxSessions: this.deps.sessionPolicy.maxSessionsPerUser, throttleId },
       { type: 'login.succeeded', occurredAt: now, userId: user.id, sessionId, ipAddress: device!.ipAddress, userAgent: device!.userAgent },
     );
     if (!inserted) {
@@ -217,6 +238,10 @@ export class AuthService {
     // against the call's admission, and it queues for hashing as the server itself.
     const work = outsideCall(() => this.deps.hasher.hash(password, { source: 'latchkey/rehash', account: user.id }))
       .then((hash) => outsideCall(() => users.replacePasswordHash(this.em(), user.id, user.passwordHash, hash)))
+      .then((replaced) => {
+        if (replaced) this.deps.hasher.dummies.moved(costOf(user.passwordHash), this.deps.hasher.cost);
+        return replaced;
+      })
       .then(
         (replaced) => log.info({ userId: user.id, cost: this.deps.hasher.cost, replaced }, 'password re-hashed at the configured cost'),
         (error: unknown) => log.warn({ userId: user.id, err: error }, 'password re-hash skipped; will retry at the next login'),

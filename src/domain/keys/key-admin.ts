@@ -86,7 +86,7 @@ const refreshKeyAad = (id: string) => `refresh-secret-key/${id}`;
  * retrying within the grace window and being caught on reuse. From then on it no longer depends on
  * the key-encryption key, which can be replaced (see rewrapKeys).
  */
-export async function loadRefreshSecretDeriver(em: EntityManager, keks: KeyEncryptionKeys): Promise<{ deriver: RefreshSecretDeriver; id: string }> {
+export async function loadRefreshSecretDeriver(em: EntityManager, keks: KeyEncryptionKeys): Promise<{ deriver: RefreshSecretDeriver; id: string; material: Buffer }> {
   const row = await refreshSecretKeys.ensure(em, (existingDeployment) => {
     const id = existingDeployment ? 'legacy-kek-derived' : `rsk-${randomUUID()}`;
     const material = existingDeployment ? RefreshSecretDeriver.derivedKeyMaterial(legacyKek(keks)) : RefreshSecretDeriver.generateKeyMaterial();
@@ -94,7 +94,7 @@ export async function loadRefreshSecretDeriver(em: EntityManager, keks: KeyEncry
     return { id, keyEncrypted: sealed, kekId };
   });
   const material = keks.open(`refresh-secret key ${row.id}`, refreshKeyAad(row.id), row.keyEncrypted, row.kekId);
-  return { deriver: new RefreshSecretDeriver(material), id: row.id };
+  return { deriver: new RefreshSecretDeriver(material), id: row.id, material };
 }
 
 /** The key earlier releases derived refresh secrets from: KEY_ENCRYPTION_KEY (`default`), else the first listed. */

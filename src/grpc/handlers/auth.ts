@@ -30,6 +30,8 @@ import type {
   ResetPasswordResponse,
   SetUserRolesRequest,
   SetUserRolesResponse,
+  UnlockUserRequest,
+  UnlockUserResponse,
   TokenPair,
   User,
   ValidateTokenRequest,
@@ -43,6 +45,12 @@ import { EncodedResponse, unary, type CallContext, type CallDependencies } from 
 import type { RequestOrigin } from '../../domain/passwords/hasher.js';
 import type { AccessTokenClaims } from '../../domain/tokens/access-tokens.js';
 import { credentialsOf } from '../credentials.js';
+import { isIP } from 'node:net';
+import { DomainError } from '../../domain/errors.js';
+import type { LimitedRpc, SourceLimits, TrustedProxies } from '../../domain/rate-limit.js';
+
+/** The reasons a failed Login is counted under in latchkey_login_failures_total. */
+const LOGIN_FAILURE_REASONS: ReadonlySet<string> = new Set(['INVALID_CREDENTIALS', 'ACCOUNT_DISABLED', 'ACCOUNT_LOCKED', 'RATE_LIMITED']);
 
 const PREFIX = '/latchkey.auth.v1.AuthService/';
 
@@ -93,36 +101,54 @@ function toTokenPair(tokens: IssuedTokens): TokenPair {
  */
 export function createAuthHandlers(
   deps: CallDependencies,
-  services: { auth: AuthService; accounts: AccountService; callers: CallerAuthenticator; revocationView?: { readonly fresh: boolean } },
+  services: {
+    auth: AuthService;
+    accounts: AccountService;
+    callers: CallerAuthenticator;
+    revocationView?: { readonly fresh: boolean };
+    sourceLimits?: SourceLimits;
+    trustedProxies?: TrustedProxies;
+    loginFailed?: (reason: string) => void;
+  },
 ): UntypedServiceImplementation {
   const { auth, accounts, callers } = services;
   const service = (metadata: Metadata) => callers.requireService(credentialsOf(metadata));
-  /**
-   * The source a call's password hashing is accounted to: the end user's address when a gateway
-   * with a service API key reports it in `client.ip_address`, otherwise the connection's peer
-   * (a client cannot pick its own source by filling in the field).
-   */
-  const originOf = (context: CallContext, clientAddress?: string): RequestOrigin => {
-    let source = context.peerAddress;
-    if (clientAddress) {
-      try {
-        if (callers.hasServiceKey(credentialsOf(context.metadata))) source = clientAddress;
-      } catch {
-        // A malformed credential header: the peer address stands.
-      }
+  /** Whether the caller may report the end user's address: a service API key, or a peer in TRUSTED_PROXIES. */
+  const trusted = (context: CallContext): boolean => {
+    if (services.trustedProxies?.includes(context.peerAddress)) return true;
+    try {
+      return callers.hasServiceKey(credentialsOf(context.metadata));
+    } catch {
+      // A malformed credential header: not trusted.
+      return false;
     }
+  };
+  /**
+   * The source a call is accounted to, for its per-source bucket and its share of the hashing
+   * queue: the end user's address when a trusted caller (a service API key, or a TRUSTED_PROXIES
+   * peer) reports one in `client.ip_address`, otherwise the connection's peer (a client cannot pick
+   * its own source by filling in the field). Then, before any database or hash work, the source's
+   * token bucket for the RPC (RATE_LIMIT_*): RATE_LIMITED beyond it.
+   */
+  const originOf = (context: CallContext, rpc?: LimitedRpc, clientAddress?: string): RequestOrigin => {
+    const source = clientAddress && isIP(clientAddress) !== 0 && trusted(context) ? clientAddress : context.peerAddress;
+    if (rpc) services.sourceLimits?.check(rpc, source);
     return { source, signal: context.signal };
+  };
+  /** Counts a failed Login by reason (latchkey_login_failures_total), and passes the error on. */
+  const countLoginFailure = (error: unknown): never => {
+    if (error instanceof DomainError && LOGIN_FAILURE_REASONS.has(error.reason)) services.loginFailed?.(error.reason);
+    throw error;
   };
   return {
     register: unary<RegisterRequest, RegisterResponse>(deps, `${PREFIX}Register`, { usesDatabase: true }, async (request, context) => {
-      const user = await auth.register({ email: request.email, password: request.password, displayName: request.displayName }, originOf(context));
+      const user = await auth.register({ email: request.email, password: request.password, displayName: request.displayName }, originOf(context, 'Register'));
       return { user: toUserMessage(user) };
     }),
 
     login: unary<LoginRequest, LoginResponse>(deps, `${PREFIX}Login`, { usesDatabase: true }, async (request, context) => {
-      const result = await auth.login(
-        { email: request.email, password: request.password, client: request.client },
-        originOf(context, request.client?.ipAddress),
+      const result = await (async () => auth.login({ email: request.email, password: request.password, client: request.client }, originOf(context, 'Login', request.client?.ipAddress)))().catch(
+        countLoginFailure,
       );
       return { tokens: toTokenPair(result.tokens), sessionId: result.sessionId, user: toUserMessage(result.user) };
     }),
@@ -180,13 +206,14 @@ export function createAuthHandlers(
       `${PREFIX}RequestPasswordReset`,
       { usesDatabase: true },
       async (request, context) => {
+        originOf(context, 'RequestPasswordReset');
         const issued = await accounts.requestPasswordReset(await service(context.metadata), { email: request.email });
         return { resetToken: issued.token, resetLink: issued.link, expiresAt: issued.expiresAt };
       },
     ),
 
     resetPassword: unary<ResetPasswordRequest, ResetPasswordResponse>(deps, `${PREFIX}ResetPassword`, { usesDatabase: true }, async (request, context) => {
-      await accounts.resetPassword({ token: request.token, newPassword: request.newPassword }, originOf(context));
+      await accounts.resetPassword({ token: request.token, newPassword: request.newPassword }, originOf(context, 'ResetPassword'));
       return {};
     }),
 
@@ -200,7 +227,8 @@ export function createAuthHandlers(
       },
     ),
 
-    verifyEmail: unary<VerifyEmailRequest, VerifyEmailResponse>(deps, `${PREFIX}VerifyEmail`, { usesDatabase: true }, async (request) => {
+    verifyEmail: unary<VerifyEmailRequest, VerifyEmailResponse>(deps, `${PREFIX}VerifyEmail`, { usesDatabase: true }, async (request, context) => {
+      originOf(context, 'VerifyEmail');
       const verified = await accounts.verifyEmail({ token: request.token });
       return { userId: verified.userId, email: verified.email };
     }),
@@ -218,6 +246,11 @@ export function createAuthHandlers(
     enableUser: unary<EnableUserRequest, EnableUserResponse>(deps, `${PREFIX}EnableUser`, { usesDatabase: true }, async (request, context) => {
       const user = await accounts.enableUser(await service(context.metadata), { userId: request.userId });
       return { user: toUserMessage(user) };
+    }),
+
+    unlockUser: unary<UnlockUserRequest, UnlockUserResponse>(deps, `${PREFIX}UnlockUser`, { usesDatabase: true }, async (request, context) => {
+      const result = await accounts.unlockUser(await service(context.metadata), { userId: request.userId });
+      return { user: toUserMessage(result.user), wasLocked: result.wasLocked };
     }),
 
     setUserRoles: unary<SetUserRolesRequest, SetUserRolesResponse>(deps, `${PREFIX}SetUserRoles`, { usesDatabase: true }, async (request, context) => {

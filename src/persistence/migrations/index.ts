@@ -5,6 +5,7 @@ import { Migration20261201000100SchedulerLeases } from './Migration2026120100010
 import { Migration20261201120000CallDeadline } from './Migration20261201120000CallDeadline.js';
 import { Migration20261201130000RevocationFeed } from './Migration20261201130000RevocationFeed.js';
 import { Migration20261201140000KeyRotation } from './Migration20261201140000KeyRotation.js';
+import { Migration20261201150000LoginThrottle } from './Migration20261201150000LoginThrottle.js';
 import { Migration20261201160000EmailNormalisation } from './Migration20261201160000EmailNormalisation.js';
 
 /** Every migration, in order. Listed explicitly so the same list works from src/ (tests) and dist/. */
@@ -16,5 +17,6 @@ export const migrationsList = [
   { name: 'Migration20261201120000CallDeadline', class: Migration20261201120000CallDeadline },
   { name: 'Migration20261201130000RevocationFeed', class: Migration20261201130000RevocationFeed },
   { name: 'Migration20261201140000KeyRotation', class: Migration20261201140000KeyRotation },
+  { name: 'Migration20261201150000LoginThrottle', class: Migration20261201150000LoginThrottle },
   { name: 'Migration20261201160000EmailNormalisation', class: Migration20261201160000EmailNormalisation },
 ];

@@ -6,7 +6,16 @@ import { BEFORE_DEADLINE, raw, run } from './sql.js';
 export type AuditEventType =
   | 'user.registered'
   | 'login.succeeded'
+  /**
+   * Rate-limited (issue 18): written for the first failed password check of an account in a
+   * LOGIN_LOCKOUT_WINDOW (details.reason INVALID_CREDENTIALS), and for each ACCOUNT_DISABLED or
+   * changed-during-login refusal; later failures of the window are only counted.
+   */
   | 'login.failed'
+  /** Repeated failures locked the account; details.lockedUntil, details.lockCount. */
+  | 'account.locked'
+  /** UnlockUser lifted the account's lock and forgot its failures. */
+  | 'account.unlocked'
   | 'session.logged_out'
   /** A session revoked through SessionService, a password change or reset, or a disabled user; details.reason says which. */
   | 'session.revoked'

@@ -89,12 +89,13 @@ export const sessions = {
    * one that was checked (`passwordChangedAt` as read by the lookup; a re-hash keeps it), so a login
    * that waited behind DisableUser or a password change or reset leaves no session. `maxSessions`
    * 0 means no limit. Two logins of one user at the same moment may both keep their sessions; the
-   * next login evicts down to the limit again.
+   * next login evicts down to the limit again. A successful login also forgets the account's
+   * failed attempts (its `login_throttles` row, `throttleId`).
    */
   async insertForLogin(
     em: EntityManager,
     session: NewSession,
-    checked: { passwordChangedAt: Date; maxSessions: number },
+    checked: { passwordChangedAt: Date; maxSessions: number; throttleId: string },
     audit: AuditEntry,
   ): Promise<{ evicted: number } | undefined> {
     const { maxSessions } = checked;
@@ -122,6 +123,8 @@ export const sessions = {
        ), audited_evictions as (
          insert into audit_events (${AUDIT_COLUMNS})
          select ?, 'session.evicted', user_id, id, null, null, '{"reason":"SESSION_LIMIT"}'::jsonb from evicted
+       ), throttle_reset as (
+         delete from login_throttles where id = ? and exists (select 1 from created)
        )
        select id, (select count(*) from evicted)::int as evicted from created`,
       [
@@ -147,6 +150,7 @@ export const sessions = {
         WRITE_DEADLINE,
         ...auditValues(audit),
         session.now,
+        checked.throttleId,
       ],
     );
     // No row: the user was disabled (or deleted) between the lookup and this statement.

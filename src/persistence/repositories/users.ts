@@ -1,6 +1,6 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { WRITE_DEADLINE } from '../call-scope.js';
-import { BEFORE_DEADLINE, dateOrNull, queryOne, run } from './sql.js';
+import { BEFORE_DEADLINE, dateOrNull, queryAll, queryOne, run } from './sql.js';
 import { AUDIT_COLUMNS, AUDIT_PLACEHOLDERS, auditValues, type AuditEntry } from './audit.js';
 
 export interface UserRecord {
@@ -18,7 +18,7 @@ export interface UserRecord {
   readonly lastLoginAt: Date | null;
 }
 
-interface RawUser {
+export interface RawUser {
   id: string;
   email: string;
   password_hash: string;
@@ -85,6 +85,19 @@ export const users = {
   /** Replaces a hash only if it is still the one that was checked, so a concurrent password change wins. */
   async replacePasswordHash(em: EntityManager, id: string, previousHash: string, newHash: string): Promise<boolean> {
     return (await run(em, 'update users set password_hash = ? where id = ? and password_hash = ? and latchkey_before(?)', [newHash, id, previousHash, WRITE_DEADLINE])) === 1;
+  },
+
+  /**
+   * How many stored hashes have each bcrypt cost (`$2b$12$…` → 12): the proportions the dummy
+   * hashes of unknown emails follow (DummyHashes). A full scan of `users`, run at start-up and
+   * every few minutes, never on a request's path.
+   */
+  async hashCosts(em: EntityManager): Promise<Map<number, number>> {
+    const rows = await queryAll<{ cost: string; count: number }>(
+      em,
+      `select substring(password_hash from 5 for 2) as cost, count(*)::int as count from users where password_hash like '$2_$__$%' group by 1`,
+    );
+    return new Map(rows.map((row) => [Number(row.cost), row.count]).filter(([cost]) => Number.isInteger(cost)) as [number, number][]);
   },
 
   async findById(em: EntityManager, id: string): Promise<UserRecord | undefined> {

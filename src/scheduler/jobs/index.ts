@@ -4,8 +4,9 @@ import { sweepAuditEvents } from './sweep-audit-events.js';
 import { sweepOneTimeTokens } from './sweep-one-time-tokens.js';
 import { sweepRevocationEvents } from './sweep-revocation-events.js';
 import { sweepSessions } from './sweep-sessions.js';
+import { sweepLoginThrottles } from './sweep-login-throttles.js';
 
-export { sweepAuditEvents, sweepOneTimeTokens, sweepRevocationEvents, sweepSessions };
+export { sweepAuditEvents, sweepLoginThrottles, sweepOneTimeTokens, sweepRevocationEvents, sweepSessions };
 
 export interface ScheduledSweep {
   readonly job: SweepJob;
@@ -20,5 +21,6 @@ export function sweepJobs(config: Config): ScheduledSweep[] {
     { job: sweepOneTimeTokens(), schedule: config.TOKEN_SWEEP_CRON },
     { job: sweepAuditEvents({ retentionMs: config.AUDIT_RETENTION }), schedule: config.AUDIT_SWEEP_CRON },
     { job: sweepRevocationEvents({ relevanceMs: revocationRelevanceMs(config) }), schedule: config.REVOCATION_SWEEP_CRON },
+    { job: sweepLoginThrottles(), schedule: config.LOGIN_THROTTLE_SWEEP_CRON },
   ];
 }
