@@ -5,6 +5,7 @@ import { deadlineMarginMs, type DatabaseGate } from '../persistence/call-scope.j
 import type { DatabaseMonitor } from '../persistence/database.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import { traceHooks } from '../observability/trace-hooks.js';
 import { toServiceError } from './errors.js';
 
 /** What a handler may know about the call, without touching grpc-js types beyond metadata. */
@@ -176,6 +177,7 @@ export function unary<Req, Res>(
   handler: (request: Req, context: CallContext) => Promise<Res>,
 ): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
   const successLevel = options.successLogLevel ?? 'info';
+  const annotate = traceHooks()?.annotateCall;
   return (call, callback) => {
     const started = performance.now();
     const context = contextOf(method, call as ServerUnaryCall<unknown, unknown>);
@@ -196,6 +198,7 @@ export function unary<Req, Res>(
     };
     run().then(
       (response) => {
+        annotate?.('OK', undefined);
         callback(null, response);
         finish('OK');
       },
@@ -203,8 +206,12 @@ export function unary<Req, Res>(
         const mapped = toServiceError(error, deps.logger, method);
         if (mapped.databaseUnavailable && usesDatabase) deps.database.reportFailure(error);
         else if (mapped.databaseSlow) void deps.database.check();
+        const code = codeName(mapped.code);
+        const reason = error instanceof DomainError ? error.reason : undefined;
+        // On the RPC's span before the callback: grpc-js's instrumentation ends it with the status.
+        annotate?.(code, reason);
         callback(mapped.error, null);
-        finish(codeName(mapped.code), { reason: error instanceof DomainError ? error.reason : undefined, errorId: mapped.errorId });
+        finish(code, { reason, errorId: mapped.errorId });
       },
     );
   };
