@@ -283,9 +283,11 @@ function median(values: number[]): number {
 const fmtLatency = (l: Latency) => `p50 ${l.p50} ms · p95 ${l.p95} ms · p99 ${l.p99} ms (${l.samples} calls)`;
 
 async function handled(server: BenchServer, method: string): Promise<{ ok: number; all: number }> {
+  const slash = method.lastIndexOf('/');
+  const labels = { grpc_service: method.slice(1, slash), grpc_method: method.slice(slash + 1) };
   return {
-    ok: await server.metric('latchkey_grpc_server_handled_total', { method, code: 'OK' }),
-    all: await server.metric('latchkey_grpc_server_handled_total', { method }),
+    ok: await server.metric('grpc_server_handled_total', { ...labels, grpc_code: 'OK' }),
+    all: await server.metric('grpc_server_handled_total', labels),
   };
 }
 

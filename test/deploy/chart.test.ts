@@ -1,4 +1,4 @@
-import { status } from '@grpc/grpc-js';
+import { GO_CODE_NAMES } from '../../src/observability/metrics.js';
 import { readFileSync } from 'node:fs';
 import { parseValues } from '../../scripts/chart-docs.mjs';
 import { validateObject, type K8sObject } from './support/kubernetes.js';
@@ -226,7 +226,7 @@ describe('optional resources', () => {
 
   // The metrics the service exports (prom-client `name:`s), so an alert never waits on a metric that does not exist.
   const exportedMetrics = ['src/observability/metrics.ts', 'src/scheduler/metrics.ts'].flatMap((file) =>
-    [...readFileSync(`${ROOT}${file}`, 'utf8').matchAll(/name: '(latchkey_\w+)'/g)].map((match) => match[1]!),
+    [...readFileSync(`${ROOT}${file}`, 'utf8').matchAll(/name: '((?:latchkey|grpc)_\w+)'/g)].map((match) => match[1]!),
   );
 
   it('PrometheusRule alerts on exported metrics, matching only the series of this release that the ServiceMonitor scrapes', async () => {
@@ -250,24 +250,28 @@ describe('optional resources', () => {
     for (const r of rules) {
       expect(r.annotations).toEqual({ summary: expect.any(String), description: expect.any(String) });
       // Prometheus Operator labels scraped series with the namespace and `job`, the Service's name.
-      const selectors = [...(r.expr as string).matchAll(/\b(latchkey_\w+)(\{[^}]*\})?/g)];
+      const selectors = [...(r.expr as string).matchAll(/\b((?:latchkey|grpc)_\w+)(\{[^}]*\})?/g)];
       expect(selectors.length).toBeGreaterThan(0);
       for (const [, metric, matchers] of selectors) {
         expect(exportedMetrics).toContain(metric);
         expect({ metric, matchers }).toEqual({ metric, matchers: expect.stringMatching(new RegExp(`^\\{namespace="identity", job="${service.metadata.name}"[,}]`)) });
       }
-      // `code` is the gRPC status name, as src/grpc/call.ts records it.
-      for (const [, code] of (r.expr as string).matchAll(/code="(\w+)"/g)) expect(Object.keys(status)).toContain(code);
+      // `grpc_code` is the gRPC status name as Go spells it (go-grpc-prometheus), as metrics.ts records it.
+      for (const [, code] of (r.expr as string).matchAll(/grpc_code="(\w+)"/g)) expect(Object.values(GO_CODE_NAMES)).toContain(code);
+      expect(r.expr).not.toMatch(/exported_job|[^_]code="/);
     }
     const byName = (name: string) => rules.find((r) => r.alert === name)!;
     expect(byName('LatchkeyRefreshTokenReuse').expr).toContain('increase(latchkey_refresh_token_reuse_detected_total{');
     expect(byName('LatchkeyDatabaseUnreachable').expr).toMatch(/^latchkey_database_up\{[^}]*\} == 0$/);
     expect(byName('LatchkeySweepFailing').expr).toContain('outcome="failed"');
     expect(byName('LatchkeySweepFailing').expr).toContain('time() - latchkey_sweep_last_success_timestamp_seconds{');
-    // The sweep metrics' own `job` label (the sweep) clashes with the target's: Prometheus keeps it as exported_job.
-    expect(byName('LatchkeySweepFailing').annotations.summary).toContain('$labels.exported_job');
-    expect(byName('LatchkeyPasswordHashingSaturated').expr).toContain('code="RESOURCE_EXHAUSTED"');
-    expect(byName('LatchkeyInternalErrors').expr).toContain('code="INTERNAL"');
+    // The sweep's name is the `sweep` label, clear of the target's `job`.
+    expect(byName('LatchkeySweepFailing').expr).toContain('max by (namespace, job, pod, sweep)');
+    expect(byName('LatchkeySweepFailing').annotations.summary).toContain('$labels.sweep');
+    expect(byName('LatchkeyPasswordHashingSaturated').expr).toContain('rate(grpc_server_handled_total{');
+    expect(byName('LatchkeyPasswordHashingSaturated').expr).toContain('grpc_code="ResourceExhausted"');
+    expect(byName('LatchkeyInternalErrors').expr).toContain('grpc_code="Internal"');
+    expect(byName('LatchkeyInternalErrors').expr).toContain('sum by (namespace, job, grpc_service, grpc_method)');
     expect(byName('LatchkeyShedding').expr).toContain('rate(latchkey_admission_refused_total{');
     expect(byName('LatchkeyRevocationViewStale').expr).toContain('latchkey_revocation_view_lag_seconds{');
     expect(byName('LatchkeyRevocationViewStale').expr).toContain('> 30');

@@ -41,6 +41,7 @@ import { ValidateTokenResponse as ValidateTokenResponseCodec } from '../../gener
 import type { IssuedTokens } from '../../domain/auth/auth-service.js';
 import { EncodedResponse, unary, type CallContext, type CallDependencies } from '../call.js';
 import type { RequestOrigin } from '../../domain/passwords/hasher.js';
+import { DomainError } from '../../domain/errors.js';
 import type { AccessTokenClaims } from '../../domain/tokens/access-tokens.js';
 import { credentialsOf } from '../credentials.js';
 
@@ -120,10 +121,13 @@ export function createAuthHandlers(
     }),
 
     login: unary<LoginRequest, LoginResponse>(deps, `${PREFIX}Login`, { usesDatabase: true }, async (request, context) => {
-      const result = await auth.login(
-        { email: request.email, password: request.password, client: request.client },
-        originOf(context, request.client?.ipAddress),
-      );
+      const result = await auth
+        .login({ email: request.email, password: request.password, client: request.client }, originOf(context, request.client?.ipAddress))
+        .catch((error: unknown) => {
+          // latchkey_login_failures_total: sign-in failures by why, for dashboards and alerts.
+          if (error instanceof DomainError && (error.reason === 'INVALID_CREDENTIALS' || error.reason === 'ACCOUNT_DISABLED')) deps.metrics.loginFailed?.(error.reason);
+          throw error;
+        });
       return { tokens: toTokenPair(result.tokens), sessionId: result.sessionId, user: toUserMessage(result.user) };
     }),
 
