@@ -27,6 +27,8 @@ const one = (objects: K8sObject[], kind: string, suffix = ''): Json => {
   expect(found.map((object) => `${object.kind}/${object.metadata.name}`)).toHaveLength(1);
   return found[0]!;
 };
+/** The server's settings ConfigMap (the dashboard's, when enabled, is another). */
+const settingsMap = (objects: K8sObject[]): Json => one(objects.filter((object) => !object.metadata.name.endsWith('-dashboard')), 'ConfigMap');
 const podSpecs = (objects: K8sObject[]): [string, Json][] =>
   objects.flatMap((object): [string, Json][] => {
     const o = object as Json;
@@ -131,7 +133,7 @@ describe.each(CASES)('the chart rendered with $name', ({ name, args }) => {
       expect((secret as Json).metadata.annotations['helm.sh/hook']).toBe('pre-install,pre-upgrade');
       expect(Number((secret as Json).metadata.annotations['helm.sh/hook-weight'])).toBeLessThan(Number(job.metadata.annotations['helm.sh/hook-weight']));
     }
-    const configMap = one(objects(), 'ConfigMap');
+    const configMap = settingsMap(objects());
     expect(Object.fromEntries(container.env.map((e: Json) => [e.name, e.value]))).toEqual(configMap.data);
     // The Service never routes to migration (or sweep) pods.
     const selector = one(objects(), 'Service').spec.selector;
@@ -147,9 +149,9 @@ describe.each(CASES)('the chart rendered with $name', ({ name, args }) => {
     const deployment = one(objects(), 'Deployment');
     expect(service.spec.selector).toEqual(deployment.spec.selector.matchLabels);
     const [container] = deployment.spec.template.spec.containers;
-    expect(container.envFrom[0].configMapRef.name).toBe(one(objects(), 'ConfigMap').metadata.name);
+    expect(container.envFrom[0].configMapRef.name).toBe(settingsMap(objects()).metadata.name);
     expect(container.envFrom[1].secretRef.name).toBeTruthy();
-    expect(one(objects(), 'ConfigMap').data).toMatchObject({ NODE_ENV: 'production', GRPC_PORT: String(container.ports[0].containerPort) });
+    expect(settingsMap(objects()).data).toMatchObject({ NODE_ENV: 'production', GRPC_PORT: String(container.ports[0].containerPort) });
   });
 });
 
@@ -157,12 +159,12 @@ describe('scheduler modes', () => {
   it('inProcess (the default): no CronJob, and the in-process scheduler left on', () => {
     const objects = rendered.get('default values')!;
     expect(find(objects, 'CronJob')).toEqual([]);
-    expect(one(objects, 'ConfigMap').data.SCHEDULER_ENABLED).toBeUndefined();
+    expect(settingsMap(objects).data.SCHEDULER_ENABLED).toBeUndefined();
   });
 
   it('cronJob: a CronJob runs `sweep` and the server pods get SCHEDULER_ENABLED=false', () => {
     const objects = rendered.get('examples/cronjob.yaml')!;
-    const configMap = one(objects, 'ConfigMap');
+    const configMap = settingsMap(objects);
     expect(configMap.data.SCHEDULER_ENABLED).toBe('false');
     const deployment = one(objects, 'Deployment');
     expect(deployment.spec.template.spec.containers[0].envFrom[0].configMapRef.name).toBe(configMap.metadata.name);
@@ -188,6 +190,7 @@ describe('optional resources', () => {
     for (const kind of ['HorizontalPodAutoscaler', 'PodDisruptionBudget', 'NetworkPolicy', 'ServiceMonitor', 'PrometheusRule', 'RequestAuthentication', 'CronJob']) {
       expect(find(objects, kind)).toHaveLength(1);
     }
+    expect(find(objects, 'ConfigMap', '-dashboard')).toHaveLength(1);
     expect(one(objects, 'Deployment').spec.replicas).toBeUndefined();
     expect(one(objects, 'HorizontalPodAutoscaler').spec.scaleTargetRef.name).toBe(one(objects, 'Deployment').metadata.name);
   });
@@ -250,7 +253,7 @@ describe('optional resources', () => {
     for (const r of rules) {
       expect(r.annotations).toEqual({ summary: expect.any(String), description: expect.any(String) });
       // Prometheus Operator labels scraped series with the namespace and `job`, the Service's name.
-      const selectors = [...(r.expr as string).matchAll(/\b((?:latchkey|grpc)_\w+)(\{[^}]*\})?/g)];
+      const selectors = [...(r.expr as string).matchAll(/\b(latchkey_\w+|grpc_server_\w+)(\{[^}]*\})?/g)];
       expect(selectors.length).toBeGreaterThan(0);
       for (const [, metric, matchers] of selectors) {
         expect(exportedMetrics).toContain(metric);
