@@ -1052,7 +1052,7 @@ async function tracingScenario(target: Target, dataDir: string, outDir: string, 
         const after = await handled(server, VALIDATE);
         if (run.failed > 0 || after.all - before.all !== after.ok - before.ok) throw new Error(`tracing ${which}: ValidateToken calls failed`);
         validate[which].push(run.perSecond);
-        const roundMs = plan.loginMs / plan.loginRounds / 2;
+        const roundMs = plan.loginMs / plan.loginRounds;
         logins[which].push(checked(`Login, tracing ${which}`, await work({ kind: 'login', emails: s.emails, password: PASSWORD, ...common(server, 8, roundMs) })));
       }
     }
