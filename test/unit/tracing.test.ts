@@ -1,3 +1,4 @@
+import { ConfigError, loadConfig } from '../../src/config/load.js';
 import { sanitizeStatement } from '../../src/observability/tracing.js';
 import { tracingRequested } from '../../src/observability/trace-hooks.js';
 
@@ -31,5 +32,32 @@ describe('tracingRequested', () => {
     [{ OTEL_TRACES_EXPORTER: 'otlp', OTEL_SDK_DISABLED: 'true' }, false],
   ])('%j: %s', (env, expected) => {
     expect(tracingRequested(env)).toBe(expected);
+  });
+});
+
+describe('the OTEL_* variables', () => {
+  const problems = (env: Record<string, string>) => {
+    try {
+      loadConfig(env);
+      return [];
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      return error.problems.map((p) => p.name);
+    }
+  };
+
+  it('accept the standard values', () => {
+    const config = loadConfig({ OTEL_TRACES_EXPORTER: 'otlp,console', OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.25' });
+    expect(config.OTEL_TRACES_EXPORTER).toEqual(['otlp', 'console']);
+    expect(config.OTEL_TRACES_SAMPLER_ARG).toBe(0.25);
+    expect(config.OTEL_SERVICE_NAME).toBe('latchkey');
+  });
+
+  it('refuse what the server cannot do, naming the variable', () => {
+    expect(problems({ OTEL_TRACES_EXPORTER: 'jaeger' })).toEqual(['OTEL_TRACES_EXPORTER']);
+    expect(problems({ OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' })).toEqual(['OTEL_EXPORTER_OTLP_PROTOCOL']);
+    expect(problems({ OTEL_TRACES_SAMPLER: 'sometimes' })).toEqual(['OTEL_TRACES_SAMPLER']);
+    expect(problems({ OTEL_TRACES_SAMPLER_ARG: '1.5' })).toEqual(['OTEL_TRACES_SAMPLER_ARG']);
+    expect(problems({ OTEL_EXPORTER_OTLP_ENDPOINT: 'collector:4318' })).toEqual(['OTEL_EXPORTER_OTLP_ENDPOINT']);
   });
 });
