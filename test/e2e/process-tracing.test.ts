@@ -8,7 +8,7 @@ import type { LoginResponse } from '../../src/generated/latchkey/auth/v1/auth_se
 import { register } from '../support/auth.js';
 import { Children, within } from '../support/children.js';
 import { authClient, call, errorDetails } from '../support/clients.js';
-import { createTestDatabase, type TestDatabase } from '../support/database.js';
+import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
 import { startOtlpReceiver, SPAN_KIND_SERVER, type OtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.js';
 import { processEnv } from '../support/process-env.js';
 import { startLatchkey, type LatchkeyProcess } from '../support/process.js';
@@ -154,6 +154,29 @@ describe('with OTEL_TRACES_EXPORTER=otlp', () => {
     const line = await eventually('the failed Login log line', server, () => server.logs().find((l) => l.msg === 'rpc' && l.trace_id === caller.traceId));
     expect(line).toMatchObject({ method: LOGIN, code: 'UNAUTHENTICATED', reason: 'INVALID_CREDENTIALS', span_id: span.spanId });
     expect(receiver.rejected).toEqual([]);
+  });
+
+  it('counts failed logins by reason in latchkey_login_failures_total and latchkey_grpc_server_errors_total', async () => {
+    const scrape = async () => (await fetch(`http://127.0.0.1:${server.httpPort}/metrics`)).text();
+    const LOGIN_LABELS = 'grpc_service="latchkey.auth.v1.AuthService",grpc_method="Login"';
+    // The earlier test's one wrong password.
+    let body = await scrape();
+    expect(body).toMatch(/^latchkey_login_failures_total\{reason="INVALID_CREDENTIALS"\} 1$/m);
+    expect(body).toMatch(/^latchkey_login_failures_total\{reason="ACCOUNT_DISABLED"\} 0$/m);
+    expect(body).toContain(`latchkey_grpc_server_errors_total{${LOGIN_LABELS},grpc_code="Unauthenticated",reason="INVALID_CREDENTIALS"} 1`);
+    expect(body).toContain(`grpc_server_handled_total{grpc_type="unary",${LOGIN_LABELS},grpc_code="Unauthenticated"} 1`);
+
+    await query(database.url, 'update users set disabled_at = now() where email = $1', [EMAIL]);
+    const caller = callerContext();
+    const { error } = await login(server.grpcPort, PASSWORD, caller.metadata);
+    expect(error?.code).toBe(status.PERMISSION_DENIED);
+    expect(errorDetails(error).reason).toBe('ACCOUNT_DISABLED');
+    body = await scrape();
+    expect(body).toMatch(/^latchkey_login_failures_total\{reason="ACCOUNT_DISABLED"\} 1$/m);
+    expect(body).toMatch(/^latchkey_login_failures_total\{reason="INVALID_CREDENTIALS"\} 1$/m);
+    expect(body).toContain(`grpc_server_handled_total{grpc_type="unary",${LOGIN_LABELS},grpc_code="PermissionDenied"} 1`);
+    const span = await eventually('the refused Login server span', server, () => receiver.spans.find((s) => s.traceId === caller.traceId && s.kind === SPAN_KIND_SERVER));
+    expect(span.attributes).toMatchObject({ 'rpc.response.status_code': 'PERMISSION_DENIED', 'error.type': 'ACCOUNT_DISABLED' });
   });
 });
 
