@@ -18,10 +18,18 @@ Commands:
 
 Configuration comes from environment variables; see \`latchkey config\`.`;
 
-function exitAfterFlush(logger: Logger, code: number): void {
-  // Spans still buffered for export go out first (bounded: the exporter has its own timeout).
-  const tracing = traceHooks()?.shutdown().catch(() => undefined) ?? Promise.resolve();
-  void tracing.then(() => logger.flush(() => process.exit(code)));
+/** How long an exit waits for buffered spans to reach the collector (an unreachable one must not hold it). */
+const TRACE_FLUSH_LIMIT_MS = 2_000;
+
+function exitAfterFlush(logger: Logger, code: number, flushTraces = true): void {
+  const tracing = flushTraces ? traceHooks()?.shutdown() : undefined;
+  if (!tracing) {
+    logger.flush(() => process.exit(code));
+    return;
+  }
+  // Spans still buffered for export go out first, for at most TRACE_FLUSH_LIMIT_MS.
+  const limit = new Promise<void>((resolve) => setTimeout(resolve, TRACE_FLUSH_LIMIT_MS));
+  void Promise.race([tracing.catch(() => undefined), limit]).then(() => logger.flush(() => process.exit(code)));
 }
 
 async function serve(config: Config, logger: Logger): Promise<void> {
@@ -42,7 +50,7 @@ async function serve(config: Config, logger: Logger): Promise<void> {
     signals += 1;
     if (signals > 1) {
       logger.warn({ signal }, 'second signal: exiting without waiting for in-flight calls');
-      exitAfterFlush(logger, 1);
+      exitAfterFlush(logger, 1, false);
       return;
     }
     logger.info({ signal, shutdownTimeoutMs: config.SHUTDOWN_TIMEOUT }, 'shutting down');
@@ -164,7 +172,8 @@ main(process.argv.slice(2)).then(
     // -1: a long-running command; the signal handlers decide when to exit.
     if (code >= 0) {
       process.exitCode = code;
-      await traceHooks()?.shutdown().catch(() => undefined);
+      const tracing = traceHooks()?.shutdown().catch(() => undefined);
+      if (tracing) await Promise.race([tracing, new Promise<void>((resolve) => setTimeout(resolve, TRACE_FLUSH_LIMIT_MS).unref())]);
     }
   },
   (error: unknown) => {
