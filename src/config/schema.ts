@@ -617,6 +617,56 @@ export const variables = {
     default: '1000',
     schema: positiveInt(1_000_000),
   }),
+  // OpenTelemetry tracing: the standard OTEL_* variables (read by src/observability/tracing.ts and the
+  // SDK's OTLP exporter; documented and checked here like every other variable).
+  OTEL_TRACES_EXPORTER: variable({
+    description:
+      'Where traces go: `otlp` (OTLP over HTTP/protobuf to `OTEL_EXPORTER_OTLP_ENDPOINT`), `console` (spans on stdout, for debugging) or `none`. Unset or `none`: tracing is off and the OpenTelemetry SDK is not even loaded. The exporter also reads the other standard `OTEL_EXPORTER_OTLP_*` variables (`_TRACES_ENDPOINT`, `_HEADERS`, `_TIMEOUT`, `_COMPRESSION`, `_CERTIFICATE`…), and the resource `OTEL_RESOURCE_ATTRIBUTES`; `OTEL_SDK_DISABLED=true` turns tracing off whatever is set.',
+    schema: z
+      .string()
+      .transform((text) => text.split(',').map((name) => name.trim()).filter(Boolean))
+      .refine((names) => names.every((name) => name === 'otlp' || name === 'console' || name === 'none'), 'must be otlp, console or none (comma-separated)'),
+  }),
+  OTEL_EXPORTER_OTLP_ENDPOINT: variable({
+    description: 'Base URL of the OTLP/HTTP receiver (a collector); spans go to `<endpoint>/v1/traces` (or to `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as it is).',
+    default: 'http://localhost:4318',
+    schema: httpUrl,
+  }),
+  OTEL_EXPORTER_OTLP_PROTOCOL: variable({
+    description: 'OTLP transport. Only `http/protobuf` is built in (the smallest exporter; every collector accepts it).',
+    default: 'http/protobuf',
+    schema: z.enum(['http/protobuf'], { error: 'must be http/protobuf (the only OTLP transport built in)' }),
+  }),
+  OTEL_SERVICE_NAME: variable({
+    description: 'The `service.name` resource attribute of every span.',
+    default: 'latchkey',
+    schema: z.string().min(1, 'must not be empty'),
+  }),
+  OTEL_TRACES_SAMPLER: variable({
+    description:
+      'Which traces are recorded: `parentbased_always_on` (follow the caller\'s `traceparent` sampled flag, record every root), `parentbased_traceidratio`, `parentbased_always_off`, `always_on`, `always_off` or `traceidratio`.',
+    default: 'parentbased_always_on',
+    schema: z.enum(['always_on', 'always_off', 'traceidratio', 'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'], {
+      error: 'must be one of always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off, parentbased_traceidratio',
+    }),
+  }),
+  OTEL_TRACES_SAMPLER_ARG: variable({
+    description: 'For the `traceidratio` samplers: the fraction of root traces recorded, from 0 to 1.',
+    default: '1',
+    schema: z.string().transform((text, ctx) => {
+      const value = /^(0(\.\d+)?|1(\.0+)?|\.\d+)$/.test(text) ? Number(text) : Number.NaN;
+      if (!(value >= 0 && value <= 1)) {
+        ctx.addIssue({ code: 'custom', message: 'must be a number from 0 to 1' });
+        return z.NEVER;
+      }
+      return value;
+    }),
+  }),
+  OTEL_BSP_SCHEDULE_DELAY: variable({
+    description: 'How long spans wait to be exported in a batch, in milliseconds.',
+    default: '5000',
+    schema: integer(1, 3_600_000),
+  }),
 } as const;
 
 export type VariableName = keyof typeof variables;

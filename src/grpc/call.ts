@@ -4,7 +4,8 @@ import { DomainError } from '../domain/errors.js';
 import { deadlineMarginMs, type DatabaseGate } from '../persistence/call-scope.js';
 import type { DatabaseMonitor } from '../persistence/database.js';
 import type { Logger } from '../observability/logger.js';
-import type { Metrics } from '../observability/metrics.js';
+import type { GrpcType, Metrics } from '../observability/metrics.js';
+import { traceHooks } from '../observability/trace-hooks.js';
 import { toServiceError } from './errors.js';
 
 /** What a handler may know about the call, without touching grpc-js types beyond metadata. */
@@ -21,7 +22,8 @@ export interface CallContext {
 export interface CallDependencies {
   readonly logger: Logger;
   readonly database: Pick<DatabaseMonitor, 'available' | 'reportFailure' | 'check'>;
-  readonly metrics: Pick<Metrics, 'rpcHandled'>;
+  /** Optional members: test doubles may leave them out. */
+  readonly metrics: Pick<Metrics, 'rpcHandled'> & Partial<Pick<Metrics, 'rpcStarted' | 'loginFailed'>>;
   /** Admission and deadlines for calls that need the database or a hash (call-scope.ts). */
   readonly gate: Pick<DatabaseGate, 'admit'>;
 }
@@ -159,8 +161,9 @@ export function recordCall(
   ms: number,
   details?: { reason?: string; errorId?: string; messages?: number },
   level: 'info' | 'debug' = 'info',
+  type: GrpcType = 'unary',
 ): void {
-  deps.metrics.rpcHandled(method, code, ms / 1000);
+  deps.metrics.rpcHandled(method, code, ms / 1000, details?.reason, type);
   if (level === 'debug' && !deps.logger.isLevelEnabled('debug')) return;
   deps.logger[level]({ method, code, ...details, durationMs: Math.round(ms * 100) / 100, requestId: requestIdOf(metadata) }, 'rpc');
 }
@@ -176,8 +179,10 @@ export function unary<Req, Res>(
   handler: (request: Req, context: CallContext) => Promise<Res>,
 ): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
   const successLevel = options.successLogLevel ?? 'info';
+  const annotate = traceHooks()?.annotateCall;
   return (call, callback) => {
     const started = performance.now();
+    deps.metrics.rpcStarted?.(method);
     const context = contextOf(method, call as ServerUnaryCall<unknown, unknown>);
     // Refusals for capacity log at debug: under a flood they come by the thousand a second, a line
     // each would cost more than the refusal, and the metrics count every one.
@@ -196,6 +201,7 @@ export function unary<Req, Res>(
     };
     run().then(
       (response) => {
+        annotate?.('OK', undefined);
         callback(null, response);
         finish('OK');
       },
@@ -203,8 +209,12 @@ export function unary<Req, Res>(
         const mapped = toServiceError(error, deps.logger, method);
         if (mapped.databaseUnavailable && usesDatabase) deps.database.reportFailure(error);
         else if (mapped.databaseSlow) void deps.database.check();
+        const code = codeName(mapped.code);
+        const reason = error instanceof DomainError ? error.reason : undefined;
+        // On the RPC's span before the callback: grpc-js's instrumentation ends it with the status.
+        annotate?.(code, reason);
         callback(mapped.error, null);
-        finish(codeName(mapped.code), { reason: error instanceof DomainError ? error.reason : undefined, errorId: mapped.errorId });
+        finish(code, { reason, errorId: mapped.errorId });
       },
     );
   };
@@ -229,8 +239,9 @@ export function implementService(
       implementation[name] = (call: ServerWritableStream<unknown, unknown>) => {
         const error = DomainError.unimplemented(rpc);
         const mapped = toServiceError(error, deps.logger, method.path);
+        deps.metrics.rpcStarted?.(method.path, 'server_stream');
         call.emit('error', mapped.error);
-        recordCall(deps, method.path, call.metadata, codeName(mapped.code), 0, { reason: error.reason });
+        recordCall(deps, method.path, call.metadata, codeName(mapped.code), 0, { reason: error.reason }, 'info', 'server_stream');
       };
     } else {
       implementation[name] = unary(deps, method.path, { usesDatabase: false }, async () => {

@@ -132,6 +132,7 @@ export function serverStream<Req, Res>(
   return (typedCall) => {
     const call = typedCall as unknown as AnyStream;
     const started = performance.now();
+    deps.metrics.rpcStarted?.(method, 'server_stream');
     const context = contextOf(method, call);
     let sent = 0;
     let counted = false;
@@ -149,7 +150,7 @@ export function serverStream<Req, Res>(
       if (counted) open -= 1;
       counted = false;
       source?.close();
-      recordCall(deps, method, call.metadata, code, performance.now() - started, { ...details, messages: sent });
+      recordCall(deps, method, call.metadata, code, performance.now() - started, { ...details, messages: sent }, 'info', 'server_stream');
     };
 
     const run = async (): Promise<void> => {

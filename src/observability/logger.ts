@@ -1,6 +1,7 @@
 import { format } from 'node:util';
 import { setLogger, setLogVerbosity, logVerbosity } from '@grpc/grpc-js';
 import { pino, type Logger, type LevelWithSilent } from 'pino';
+import { traceHooks } from './trace-hooks.js';
 
 export type { Logger };
 
@@ -9,9 +10,13 @@ export type { Logger };
  * redacted at the logger, as a second line of defence behind never logging them in the first place.
  */
 export function createLogger(level: LevelWithSilent, destination?: pino.DestinationStream): Logger {
+  // With tracing on, every line written inside a span carries its trace_id and span_id. With it
+  // off there is no mixin at all, so logging costs what it did.
+  const ids = traceHooks()?.ids;
   return pino(
     {
       level,
+      ...(ids ? { mixin: () => ids() ?? {} } : {}),
       base: { service: 'latchkey' },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },

@@ -4,8 +4,15 @@ import { REVOCATION_REASONS, type SessionEvents } from '../domain/sessions/revoc
 /** Prometheus metrics of one server instance, on a registry of its own (so tests can run several). */
 export interface Metrics {
   readonly registry: Registry;
-  /** Records one finished RPC: its full method path, gRPC code name and duration. */
-  rpcHandled(method: string, code: string, seconds: number): void;
+  /** Counts an RPC as started (`grpc_server_started_total`), by its full method path. */
+  rpcStarted(method: string, type?: GrpcType): void;
+  /**
+   * Records one finished RPC: its full method path, gRPC code name as grpc-js spells it
+   * (`INVALID_ARGUMENT`), duration, and the ErrorInfo reason of a failure.
+   */
+  rpcHandled(method: string, code: string, seconds: number, reason?: string, type?: GrpcType): void;
+  /** A Login that failed, by its ErrorInfo reason. */
+  loginFailed(reason: string): void;
   setDatabaseUp(up: boolean): void;
   /** Exposes the password hasher's load, read at scrape time. */
   observePasswordHashing(load: () => { running: number; queued: number }): void;
@@ -15,27 +22,88 @@ export interface Metrics {
   observeAdmission(load: () => { calls: number; running: number; waiting: number; refused: number; dropped: number }): void;
   /** Session revocations by reason, and refresh-token reuse detections. */
   readonly sessionEvents: SessionEvents;
-  /** One failed Login, by reason (latchkey_login_failures_total). */
-  loginFailed(reason: string): void;
+}
+
+/** go-grpc-prometheus's `grpc_type` values. */
+export type GrpcType = 'unary' | 'client_stream' | 'server_stream' | 'bidi_stream';
+
+/**
+ * gRPC status codes as Go's codes.Code.String() names them, which is what go-grpc-prometheus puts
+ * in `grpc_code` and what stock dashboards and alerts match (`grpc_code=~"Unavailable|Internal"`).
+ */
+export const GO_CODE_NAMES: Readonly<Record<string, string>> = {
+  OK: 'OK',
+  CANCELLED: 'Canceled',
+  UNKNOWN: 'Unknown',
+  INVALID_ARGUMENT: 'InvalidArgument',
+  DEADLINE_EXCEEDED: 'DeadlineExceeded',
+  NOT_FOUND: 'NotFound',
+  ALREADY_EXISTS: 'AlreadyExists',
+  PERMISSION_DENIED: 'PermissionDenied',
+  RESOURCE_EXHAUSTED: 'ResourceExhausted',
+  FAILED_PRECONDITION: 'FailedPrecondition',
+  ABORTED: 'Aborted',
+  OUT_OF_RANGE: 'OutOfRange',
+  UNIMPLEMENTED: 'Unimplemented',
+  INTERNAL: 'Internal',
+  UNAVAILABLE: 'Unavailable',
+  DATA_LOSS: 'DataLoss',
+  UNAUTHENTICATED: 'Unauthenticated',
+};
+
+const methodLabelCache = new Map<string, { service: string; name: string }>();
+
+/** `/latchkey.auth.v1.AuthService/Login` to its service and method, once per path. */
+function methodLabels(path: string): { service: string; name: string } {
+  let labels = methodLabelCache.get(path);
+  if (!labels) {
+    const slash = path.lastIndexOf('/');
+    labels = { service: path.slice(path.startsWith('/') ? 1 : 0, slash), name: path.slice(slash + 1) };
+    // Paths come from the registered services only, so the cache is bounded by them.
+    methodLabelCache.set(path, labels);
+  }
+  return labels;
 }
 
 export function createMetrics(): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'latchkey_' });
+  // RPC metrics in go-grpc-prometheus's shape (what the stock Grafana gRPC dashboards and most
+  // alert libraries query): the service and method apart, the type, and the code as Go names it.
+  const started = new Counter({
+    name: 'grpc_server_started_total',
+    help: 'RPCs started on the server.',
+    labelNames: ['grpc_type', 'grpc_service', 'grpc_method'] as const,
+    registers: [registry],
+  });
   const handled = new Counter({
-    name: 'latchkey_grpc_server_handled_total',
-    help: 'RPCs completed on the server, by method and gRPC status code.',
-    labelNames: ['method', 'code'] as const,
+    name: 'grpc_server_handled_total',
+    help: 'RPCs completed on the server, regardless of success or failure, by gRPC status code.',
+    labelNames: ['grpc_type', 'grpc_service', 'grpc_method', 'grpc_code'] as const,
     registers: [registry],
   });
   const duration = new Histogram({
-    name: 'latchkey_grpc_server_handling_seconds',
-    help: 'Time from receiving an RPC to sending its status, by method.',
-    labelNames: ['method'] as const,
+    name: 'grpc_server_handling_seconds',
+    help: 'Time from receiving an RPC to sending its status (a stream: to its end).',
+    labelNames: ['grpc_type', 'grpc_service', 'grpc_method'] as const,
     // From token validation (sub-millisecond) to password hashing (hundreds of milliseconds).
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [registry],
   });
+  // grpc_code alone loses why a call failed (UNAUTHENTICATED: a bad password or a disabled account?).
+  const failedByReason = new Counter({
+    name: 'latchkey_grpc_server_errors_total',
+    help: 'RPCs that failed with an ErrorInfo reason, by method, gRPC status code and reason (INVALID_CREDENTIALS, TOKEN_EXPIRED, OVERLOADED, …).',
+    labelNames: ['grpc_service', 'grpc_method', 'grpc_code', 'reason'] as const,
+    registers: [registry],
+  });
+  const loginFailures = new Counter({
+    name: 'latchkey_login_failures_total',
+    help: 'Failed logins by reason (INVALID_CREDENTIALS, ACCOUNT_DISABLED, ACCOUNT_LOCKED, RATE_LIMITED).',
+    labelNames: ['reason'],
+    registers: [registry],
+  });
+  for (const reason of ['INVALID_CREDENTIALS', 'ACCOUNT_DISABLED', 'ACCOUNT_LOCKED', 'RATE_LIMITED']) loginFailures.inc({ reason }, 0);
   const databaseUp = new Gauge({
     name: 'latchkey_database_up',
     help: '1 while the database answers health pings, 0 while it is unreachable.',
@@ -55,16 +123,21 @@ export function createMetrics(): Metrics {
     help: 'Rotated-out refresh tokens presented again outside the grace window: a sign of token theft worth alerting on.',
     registers: [registry],
   });
-  const loginFailures = new Counter({ name: 'latchkey_login_failures_total', help: 'Failed logins by reason (INVALID_CREDENTIALS, ACCOUNT_DISABLED, ACCOUNT_LOCKED, RATE_LIMITED).', labelNames: ['reason'], registers: [registry] });
-  for (const reason of ['INVALID_CREDENTIALS', 'ACCOUNT_DISABLED', 'ACCOUNT_LOCKED', 'RATE_LIMITED']) loginFailures.inc({ reason }, 0);
   return {
     registry,
+    rpcStarted(method, type = 'unary') {
+      const { service, name } = methodLabels(method);
+      started.inc({ grpc_type: type, grpc_service: service, grpc_method: name });
+    },
+    rpcHandled(method, code, seconds, reason, type = 'unary') {
+      const { service, name } = methodLabels(method);
+      const grpcCode = GO_CODE_NAMES[code] ?? code;
+      handled.inc({ grpc_type: type, grpc_service: service, grpc_method: name, grpc_code: grpcCode });
+      duration.observe({ grpc_type: type, grpc_service: service, grpc_method: name }, seconds);
+      if (reason !== undefined) failedByReason.inc({ grpc_service: service, grpc_method: name, grpc_code: grpcCode, reason });
+    },
     loginFailed(reason) {
       loginFailures.inc({ reason });
-    },
-    rpcHandled(method, code, seconds) {
-      handled.inc({ method, code });
-      duration.observe({ method }, seconds);
     },
     sessionEvents: {
       revoked(reason, count) {

@@ -1,7 +1,7 @@
 import type { Latency } from './stats.js';
 
 export interface Figure {
-  readonly scenario: 'validate' | 'refresh' | 'login' | 'login-cost' | 'saturation' | 'overload' | 'sweep' | 'revocation' | 'memory';
+  readonly scenario: 'validate' | 'refresh' | 'login' | 'login-cost' | 'saturation' | 'overload' | 'sweep' | 'revocation' | 'tracing' | 'memory';
   readonly name: string;
   readonly inFlight?: number;
   /** Successful calls per second. */

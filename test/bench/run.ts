@@ -6,13 +6,15 @@
  *
  *   npm run bench                 full run (about 8 minutes); rewrites BENCHMARKS.md
  *   npm run bench -- --quick      seconds per figure, small data, cost-4 hashes; for CI
- *   npm run bench -- --only=validate,refresh   some scenarios (validate, refresh, login, saturation, overload, sweep, sweep2,
+ *   npm run bench -- --only=validate,refresh   some scenarios (validate, refresh, login, saturation, overload, sweep, sweep2, tracing,
  *                                              propagation, revocation-memory, login-cost)
  */
 import bcrypt from 'bcrypt';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,7 +59,7 @@ const overrides = Object.fromEntries(
 const serverNodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
 /** The server runs with the image's NODE_OPTIONS (V8 heap flags), read from the Dockerfile so the two cannot drift. */
 const imageNodeOptions = /^ENV NODE_OPTIONS="([^"]*)"$/m.exec(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1] ?? '';
-const SCENARIOS = 'validate,refresh,login,saturation,overload,sweep,sweep2,propagation,revocation-memory,login-cost';
+const SCENARIOS = 'validate,refresh,login,saturation,overload,sweep,sweep2,propagation,revocation-memory,login-cost,tracing';
 const only = new Set((args.only ?? SCENARIOS).split(','));
 
 /** How long each figure is measured for, and how much data: seconds in --quick, minutes in full. */
@@ -290,9 +292,11 @@ function median(values: number[]): number {
 const fmtLatency = (l: Latency) => `p50 ${l.p50} ms · p95 ${l.p95} ms · p99 ${l.p99} ms (${l.samples} calls)`;
 
 async function handled(server: BenchServer, method: string): Promise<{ ok: number; all: number }> {
+  const slash = method.lastIndexOf('/');
+  const labels = { grpc_service: method.slice(1, slash), grpc_method: method.slice(slash + 1) };
   return {
-    ok: await server.metric('latchkey_grpc_server_handled_total', { method, code: 'OK' }),
-    all: await server.metric('latchkey_grpc_server_handled_total', { method }),
+    ok: await server.metric('grpc_server_handled_total', { ...labels, grpc_code: 'OK' }),
+    all: await server.metric('grpc_server_handled_total', labels),
   };
 }
 
@@ -1080,6 +1084,99 @@ async function revocationMemoryScenario(target: Target, dataDir: string, outDir:
   }
 }
 
+/** An OTLP/HTTP receiver that takes every export and throws it away, counting requests and bytes. */
+async function startOtlpSink(): Promise<{ endpoint: string; requests: number; bytes: number; close(): Promise<void> }> {
+  const sink = { endpoint: '', requests: 0, bytes: 0, close: () => Promise.resolve() };
+  const server = http.createServer((req, res) => {
+    req.on('data', (chunk: Buffer) => (sink.bytes += chunk.length));
+    req.on('end', () => {
+      sink.requests += 1;
+      res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  sink.endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  sink.close = () => new Promise<void>((resolve) => server.close(() => resolve()));
+  return sink;
+}
+
+/**
+ * The cost of tracing: the same calls against a server without it (the default: the SDK is not
+ * even loaded) and one exporting every call's spans (OTLP/HTTP to a sink in this process, every
+ * root sampled: the most it can cost), on the same database, in alternating rounds.
+ */
+async function tracingScenario(target: Target, dataDir: string, outDir: string, s: Seed): Promise<BenchServer[]> {
+  const sink = await startOtlpSink();
+  const off = await startServer(serverEnv(target, dataDir), path.join(outDir, 'server-tracing-off.log'), serverNodeArgs);
+  const on = await startServer(
+    serverEnv(target, dataDir, { OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: sink.endpoint, OTEL_TRACES_SAMPLER: 'always_on' }),
+    path.join(outDir, 'server-tracing-on.log'),
+    serverNodeArgs,
+  );
+  try {
+    const frame = grpcFrame(ValidateTokenRequest.encode({ accessToken: s.accessToken, checkRevocation: false }).finish());
+    const inFlight = 64;
+    const connections = connectionsFor(inFlight);
+    const validate = { off: [] as number[], on: [] as number[] };
+    const logins = { off: [] as WorkerResult[], on: [] as WorkerResult[] };
+    for (let round = 0; round < plan.h2loadRounds; round++) {
+      for (const which of round % 2 === 0 ? (['off', 'on'] as const) : (['on', 'off'] as const)) {
+        const server = which === 'on' ? on : off;
+        const before = await handled(server, VALIDATE);
+        const run = await h2load({
+          port: server.grpcPort,
+          connections,
+          streams: Math.ceil(inFlight / connections),
+          seconds: plan.h2loadSeconds,
+          warmupSeconds: plan.h2loadWarmup,
+          dataFile: path.join(dataDir, 'request.bin'),
+          path: VALIDATE,
+          frame,
+        });
+        const after = await handled(server, VALIDATE);
+        if (run.failed > 0 || after.all - before.all !== after.ok - before.ok) throw new Error(`tracing ${which}: ValidateToken calls failed`);
+        validate[which].push(run.perSecond);
+        const roundMs = plan.loginMs / plan.loginRounds;
+        logins[which].push(checked(`Login, tracing ${which}`, await work({ kind: 'login', emails: s.emails, password: PASSWORD, ...common(server, 8, roundMs) })));
+      }
+    }
+    const validateLatency = {
+      off: latencyOf(checked('ValidateToken, tracing off', await work({ kind: 'validate', accessToken: s.accessToken, checkRevocation: false, ...common(off, inFlight) }))),
+      on: latencyOf(checked('ValidateToken, tracing on', await work({ kind: 'validate', accessToken: s.accessToken, checkRevocation: false, ...common(on, inFlight) }))),
+    };
+    const v = { off: median(validate.off), on: median(validate.on) };
+    record({
+      scenario: 'tracing',
+      name: `ValidateToken, ${inFlight} in flight, tracing on (every call exported) vs off`,
+      inFlight,
+      throughput: v.on,
+      latency: validateLatency.on,
+      limit: { name: 'the same, tracing off (SDK not loaded)', throughput: v.off, latency: validateLatency.off },
+      ratio: v.on / v.off,
+      notes: `h2load medians of ${validate.on.length} alternating round(s): ${validate.on.map(Math.round).join(', ')} on / ${validate.off.map(Math.round).join(', ')} off calls/s; OTLP exports received ${sink.requests} (${(sink.bytes / 1e6).toFixed(1)} MB)`,
+      display: `${Math.round(v.on)}/s on, ${Math.round(v.off)}/s off (ratio ${(v.on / v.off).toFixed(2)}); on ${fmtLatency(validateLatency.on)}; off p50 ${validateLatency.off.p50} ms, p99 ${validateLatency.off.p99} ms`,
+    });
+    const l = { off: merged(logins.off), on: merged(logins.on) };
+    const loginLatency = { off: latencyOf(l.off), on: latencyOf(l.on) };
+    record({
+      scenario: 'tracing',
+      name: 'Login, 8 in flight, tracing on (server and statement spans exported) vs off',
+      inFlight: 8,
+      throughput: perSecond(l.on),
+      latency: loginLatency.on,
+      limit: { name: 'the same, tracing off', throughput: perSecond(l.off), latency: loginLatency.off },
+      ratio: perSecond(l.on) / perSecond(l.off),
+      display: `${perSecond(l.on).toFixed(2)}/s on, ${perSecond(l.off).toFixed(2)}/s off (ratio ${(perSecond(l.on) / perSecond(l.off)).toFixed(2)}); on p50 ${loginLatency.on.p50} ms, p99 ${loginLatency.on.p99} ms; off p50 ${loginLatency.off.p50} ms, p99 ${loginLatency.off.p99} ms`,
+    });
+    return [off, on];
+  } catch (error) {
+    await Promise.all([off.stop(), on.stop()]).catch(() => undefined);
+    throw error;
+  } finally {
+    await sink.close();
+  }
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   ensureH2load();
@@ -1127,6 +1224,11 @@ async function main(): Promise<void> {
       const servers = await sweepScenario(target, dataDir, outDir, s, replicas);
       peakRssAfter[name] = await servers[0]!.peakRss();
       peakRss = Math.max(peakRss, peakRssAfter[name]);
+      for (const srv of servers) await srv.stop();
+    }
+    if (only.has('tracing')) {
+      const servers = await tracingScenario(target, dataDir, outDir, s);
+      peakRssAfter.tracing = Math.max(...(await Promise.all(servers.map((srv) => srv.peakRss()))));
       for (const srv of servers) await srv.stop();
     }
     for (const name of ['propagation', 'revocation-memory'] as const) {

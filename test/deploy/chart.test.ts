@@ -1,4 +1,5 @@
 import { status } from '@grpc/grpc-js';
+import { GO_CODE_NAMES } from '../../src/observability/metrics.js';
 import { readdirSync, readFileSync } from 'node:fs';
 import { parseValues } from '../../scripts/chart-docs.mjs';
 import { validateObject, type K8sObject } from './support/kubernetes.js';
@@ -52,6 +53,8 @@ const one = (objects: K8sObject[], kind: string, suffix = ''): Json => {
   expect(found.map((object) => `${object.kind}/${object.metadata.name}`)).toHaveLength(1);
   return found[0]!;
 };
+/** The server's settings ConfigMap (the dashboard's, when enabled, is another). */
+const settingsMap = (objects: K8sObject[]): Json => one(objects.filter((object) => !object.metadata.name.endsWith('-dashboard')), 'ConfigMap');
 const podSpecs = (objects: K8sObject[]): [string, Json][] =>
   objects.flatMap((object): [string, Json][] => {
     const o = object as Json;
@@ -184,7 +187,7 @@ describe.each(CASES)('the chart rendered with $name', ({ name, args }) => {
       expect(secret.metadata.annotations['helm.sh/hook']).toBe('pre-install,pre-upgrade');
       expect(Number(secret.metadata.annotations['helm.sh/hook-weight'])).toBeLessThan(Number(job.metadata.annotations['helm.sh/hook-weight']));
     }
-    const configMap = one(objects(), 'ConfigMap');
+    const configMap = settingsMap(objects());
     const inline = container.env.filter((e: Json) => e.value !== undefined && !(values.extraEnv ?? []).some((x: Json) => x.name === e.name));
     expect(Object.fromEntries(inline.map((e: Json) => [e.name, e.value]))).toEqual(configMap.data);
     // The same secret references and extra variables as the server container.
@@ -204,14 +207,14 @@ describe.each(CASES)('the chart rendered with $name', ({ name, args }) => {
     const deployment = one(objects(), 'Deployment');
     expect(service.spec.selector).toEqual(deployment.spec.selector.matchLabels);
     const [container] = deployment.spec.template.spec.containers;
-    expect(container.envFrom[0].configMapRef.name).toBe(one(objects(), 'ConfigMap').metadata.name);
+    expect(container.envFrom[0].configMapRef.name).toBe(settingsMap(objects()).metadata.name);
     // DATABASE_URL and KEY_ENCRYPTION_KEY reach the server: from the chart-made Secret or by secretKeyRef.
     const chartSecret = find(objects(), 'Secret').find((secret) => !secret.metadata.name.endsWith('-migrate')) as Json | undefined;
     const fromChartSecret = chartSecret ? Object.keys(chartSecret.data) : [];
     if (chartSecret) expect(container.envFrom[1].secretRef.name).toBe(chartSecret.metadata.name);
     const byRef = (container.env ?? []).filter((e: Json) => e.valueFrom?.secretKeyRef).map((e: Json) => e.name);
     for (const required of ['DATABASE_URL', 'KEY_ENCRYPTION_KEY']) expect([...fromChartSecret, ...byRef]).toContain(required);
-    expect(one(objects(), 'ConfigMap').data).toMatchObject({ NODE_ENV: 'production', GRPC_PORT: String(container.ports[0].containerPort) });
+    expect(settingsMap(objects()).data).toMatchObject({ NODE_ENV: 'production', GRPC_PORT: String(container.ports[0].containerPort) });
   });
 });
 
@@ -219,12 +222,12 @@ describe('scheduler modes', () => {
   it('inProcess (the default): no CronJob, and the in-process scheduler left on', () => {
     const objects = rendered.get(BASE)!;
     expect(find(objects, 'CronJob')).toEqual([]);
-    expect(one(objects, 'ConfigMap').data.SCHEDULER_ENABLED).toBeUndefined();
+    expect(settingsMap(objects).data.SCHEDULER_ENABLED).toBeUndefined();
   });
 
   it('cronJob: a CronJob runs `sweep` and the server pods get SCHEDULER_ENABLED=false', () => {
     const objects = rendered.get('examples/cronjob.yaml')!;
-    const configMap = one(objects, 'ConfigMap');
+    const configMap = settingsMap(objects);
     expect(configMap.data.SCHEDULER_ENABLED).toBe('false');
     const deployment = one(objects, 'Deployment');
     expect(deployment.spec.template.spec.containers[0].envFrom[0].configMapRef.name).toBe(configMap.metadata.name);
@@ -255,6 +258,7 @@ describe('optional resources', () => {
     for (const kind of ['HorizontalPodAutoscaler', 'PodDisruptionBudget', 'NetworkPolicy', 'ServiceMonitor', 'PrometheusRule', 'RequestAuthentication', 'CronJob', 'GRPCRoute']) {
       expect(find(objects, kind)).toHaveLength(1);
     }
+    expect(find(objects, 'ConfigMap', '-dashboard')).toHaveLength(1);
     expect(one(objects, 'Deployment').spec.replicas).toBeUndefined();
     expect(one(objects, 'HorizontalPodAutoscaler').spec.scaleTargetRef.name).toBe(one(objects, 'Deployment').metadata.name);
   });
@@ -297,7 +301,7 @@ describe('optional resources', () => {
 
   // The metrics the service exports (prom-client `name:`s), so an alert never waits on a metric that does not exist.
   const exportedMetrics = ['src/observability/metrics.ts', 'src/scheduler/metrics.ts'].flatMap((file) =>
-    [...readFileSync(`${ROOT}${file}`, 'utf8').matchAll(/name: '(latchkey_\w+)'/g)].map((match) => match[1]!),
+    [...readFileSync(`${ROOT}${file}`, 'utf8').matchAll(/name: '((?:latchkey|grpc)_\w+)'/g)].map((match) => match[1]!),
   );
 
   it('PrometheusRule alerts on exported metrics, matching only the series of this release that the ServiceMonitor scrapes', async () => {
@@ -321,24 +325,28 @@ describe('optional resources', () => {
     for (const r of rules) {
       expect(r.annotations).toEqual({ summary: expect.any(String), description: expect.any(String) });
       // Prometheus Operator labels scraped series with the namespace and `job`, the Service's name.
-      const selectors = [...(r.expr as string).matchAll(/\b(latchkey_\w+)(\{[^}]*\})?/g)];
+      const selectors = [...(r.expr as string).matchAll(/\b(latchkey_\w+|grpc_server_\w+)(\{[^}]*\})?/g)];
       expect(selectors.length).toBeGreaterThan(0);
       for (const [, metric, matchers] of selectors) {
         expect(exportedMetrics).toContain(metric);
         expect({ metric, matchers }).toEqual({ metric, matchers: expect.stringMatching(new RegExp(`^\\{namespace="identity", job="${service.metadata.name}"[,}]`)) });
       }
-      // `code` is the gRPC status name, as src/grpc/call.ts records it.
-      for (const [, code] of (r.expr as string).matchAll(/code="(\w+)"/g)) expect(Object.keys(status)).toContain(code);
+      // `grpc_code` is the gRPC status name as Go spells it (go-grpc-prometheus), as metrics.ts records it.
+      for (const [, code] of (r.expr as string).matchAll(/grpc_code="(\w+)"/g)) expect(Object.values(GO_CODE_NAMES)).toContain(code);
+      expect(r.expr).not.toMatch(/exported_job|[^_]code="/);
     }
     const byName = (name: string) => rules.find((r) => r.alert === name)!;
     expect(byName('LatchkeyRefreshTokenReuse').expr).toContain('increase(latchkey_refresh_token_reuse_detected_total{');
     expect(byName('LatchkeyDatabaseUnreachable').expr).toMatch(/^latchkey_database_up\{[^}]*\} == 0$/);
     expect(byName('LatchkeySweepFailing').expr).toContain('outcome="failed"');
     expect(byName('LatchkeySweepFailing').expr).toContain('time() - latchkey_sweep_last_success_timestamp_seconds{');
-    // The sweep metrics' own `job` label (the sweep) clashes with the target's: Prometheus keeps it as exported_job.
-    expect(byName('LatchkeySweepFailing').annotations.summary).toContain('$labels.exported_job');
-    expect(byName('LatchkeyPasswordHashingSaturated').expr).toContain('code="RESOURCE_EXHAUSTED"');
-    expect(byName('LatchkeyInternalErrors').expr).toContain('code="INTERNAL"');
+    // The sweep's name is the `sweep` label, clear of the target's `job`.
+    expect(byName('LatchkeySweepFailing').expr).toContain('max by (namespace, job, pod, sweep)');
+    expect(byName('LatchkeySweepFailing').annotations.summary).toContain('$labels.sweep');
+    expect(byName('LatchkeyPasswordHashingSaturated').expr).toContain('rate(grpc_server_handled_total{');
+    expect(byName('LatchkeyPasswordHashingSaturated').expr).toContain('grpc_code="ResourceExhausted"');
+    expect(byName('LatchkeyInternalErrors').expr).toContain('grpc_code="Internal"');
+    expect(byName('LatchkeyInternalErrors').expr).toContain('sum by (namespace, job, grpc_service, grpc_method)');
     expect(byName('LatchkeyShedding').expr).toContain('rate(latchkey_admission_refused_total{');
     expect(byName('LatchkeyRevocationViewStale').expr).toContain('latchkey_revocation_view_lag_seconds{');
     expect(byName('LatchkeyRevocationViewStale').expr).toContain('> 30');

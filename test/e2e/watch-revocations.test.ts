@@ -172,7 +172,16 @@ function expectWellFormed(messages: WatchRevocationsResponse[]): void {
 
 async function handled(httpPort: number, code: string): Promise<number> {
   const body = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
-  const line = body.split('\n').find((l) => l.startsWith('latchkey_grpc_server_handled_total{') && l.includes(`method="${WATCH}"`) && l.includes(`code="${code}"`));
+  const [service, method] = WATCH.slice(1).split('/');
+  const line = body
+    .split('\n')
+    .find(
+      (l) =>
+        l.startsWith('grpc_server_handled_total{grpc_type="server_stream"') &&
+        l.includes(`grpc_service="${service}"`) &&
+        l.includes(`grpc_method="${method}"`) &&
+        l.includes(`grpc_code="${code}"`),
+    );
   return line ? Number(line.split(' ').at(-1)) : 0;
 }
 
@@ -336,7 +345,7 @@ describe('WatchRevocations', () => {
     try {
       expect(await reader.until((m) => m.some((x) => x.inSync))).toBe(true);
       const before = reader.messages.length;
-      const refusedBefore = await handled(server.app.httpPort, 'RESOURCE_EXHAUSTED');
+      const refusedBefore = await handled(server.app.httpPort, 'ResourceExhausted');
 
       // Bursts smaller than the buffer (200), each read by the reader before the next: the reader
       // keeps up, the idle consumer falls further behind with each one.
@@ -345,7 +354,7 @@ describe('WatchRevocations', () => {
       for (; bursts < 40; bursts++) {
         await insertEvents(url, BURST);
         expect(await reader.until((m) => m.length >= before + (bursts + 1) * BURST)).toBe(true);
-        if ((await handled(server.app.httpPort, 'RESOURCE_EXHAUSTED')) > refusedBefore) break;
+        if ((await handled(server.app.httpPort, 'ResourceExhausted')) > refusedBefore) break;
       }
       expect(bursts).toBeLessThan(40);
       expectWellFormed(reader.messages);

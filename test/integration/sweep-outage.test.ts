@@ -70,7 +70,7 @@ it('logs and counts the failure without throwing, and the next run completes the
   expect(next).toMatchObject({ outcome: 'completed', rowsDeleted: 800 });
   expect(await count(db.url, 'sessions')).toBe(0);
   const exposition = await registry.metrics();
-  expect(exposition).toContain('latchkey_sweep_runs_total{job="sweep-sessions",outcome="failed"} 1');
-  expect(exposition).toContain('latchkey_sweep_runs_total{job="sweep-sessions",outcome="completed"} 1');
-  expect(exposition).toContain('latchkey_sweep_rows_deleted_total{job="sweep-sessions"} 1000');
+  expect(exposition).toContain('latchkey_sweep_runs_total{sweep="sweep-sessions",outcome="failed"} 1');
+  expect(exposition).toContain('latchkey_sweep_runs_total{sweep="sweep-sessions",outcome="completed"} 1');
+  expect(exposition).toContain('latchkey_sweep_rows_deleted_total{sweep="sweep-sessions"} 1000');
 });

@@ -5,6 +5,7 @@ import { Metadata, status, type ServerUnaryCall, type ServiceError } from '@grpc
 import { DomainError } from '../../src/domain/errors.js';
 import { EncodedResponse, MALFORMED_REQUEST, unary, withCallCodecs } from '../../src/grpc/call.js';
 import { createLogger } from '../../src/observability/logger.js';
+import { createMetrics, GO_CODE_NAMES } from '../../src/observability/metrics.js';
 import { DatabaseGate } from '../../src/persistence/call-scope.js';
 import { errorDetails } from '../support/clients.js';
 
@@ -48,7 +49,7 @@ describe('unary handler wrapper', () => {
   it('returns the response and logs one line with method, code and duration, never the payload', async () => {
     const { error, response, lines, metrics } = await invoke(async () => ({ ok: true }), { password: 'correct horse battery staple' });
     expect(error).toBeNull();
-    expect(metrics.rpcHandled).toHaveBeenCalledWith('/test.v1.Test/Do', 'OK', expect.any(Number));
+    expect(metrics.rpcHandled).toHaveBeenCalledWith('/test.v1.Test/Do', 'OK', expect.any(Number), undefined, 'unary');
     expect(response).toEqual({ ok: true });
     const rpcLines = lines.filter((l) => l.msg === 'rpc');
     expect(rpcLines).toHaveLength(1);
@@ -79,7 +80,7 @@ describe('unary handler wrapper', () => {
     };
     const ok = await run('info', async () => ({}));
     expect(ok.rpc).toEqual([]);
-    expect(ok.metrics.rpcHandled).toHaveBeenCalledWith('/test.v1.Test/Check', 'OK', expect.any(Number));
+    expect(ok.metrics.rpcHandled).toHaveBeenCalledWith('/test.v1.Test/Check', 'OK', expect.any(Number), undefined, 'unary');
     const failed = await run('info', async () => {
       throw new DomainError('TOKEN_INVALID', 'the access token is invalid');
     });
@@ -142,7 +143,7 @@ describe('unary handler wrapper', () => {
       fields: ['email', 'client.ip_address'],
     });
     expect(lines.find((l) => l.msg === 'rpc')).toMatchObject({ code: 'INVALID_ARGUMENT', reason: 'INVALID_ARGUMENT' });
-    expect(metrics.rpcHandled).toHaveBeenCalledWith('/test.v1.Test/Do', 'INVALID_ARGUMENT', expect.any(Number));
+    expect(metrics.rpcHandled).toHaveBeenCalledWith('/test.v1.Test/Do', 'INVALID_ARGUMENT', expect.any(Number), 'INVALID_ARGUMENT', 'unary');
   });
 
   it.each([
@@ -277,5 +278,35 @@ describe('withCallCodecs', () => {
     const bytes = Buffer.from([8, 1]);
     expect(wrapped.responseSerialize(new EncodedResponse(bytes) as never)).toBe(bytes);
     expect(wrapped.responseSerialize({ text: 'hi' } as never)).toEqual(Buffer.from('hi'));
+  });
+});
+
+describe('RPC metrics in the go-grpc-prometheus shape', () => {
+  it('labels calls by type, service, method and Go code name, and keeps the reason in latchkey_grpc_server_errors_total', async () => {
+    const metrics = createMetrics();
+    metrics.rpcStarted('/latchkey.auth.v1.AuthService/Login');
+    metrics.rpcHandled('/latchkey.auth.v1.AuthService/Login', 'UNAUTHENTICATED', 0.2, 'INVALID_CREDENTIALS');
+    metrics.rpcStarted('/latchkey.session.v1.SessionService/WatchRevocations', 'server_stream');
+    metrics.rpcHandled('/latchkey.session.v1.SessionService/WatchRevocations', 'RESOURCE_EXHAUSTED', 0.001, 'OVERLOADED', 'server_stream');
+    metrics.loginFailed('INVALID_CREDENTIALS');
+    const body = await metrics.registry.metrics();
+    expect(body).toContain('grpc_server_started_total{grpc_type="unary",grpc_service="latchkey.auth.v1.AuthService",grpc_method="Login"} 1');
+    expect(body).toContain('grpc_server_handled_total{grpc_type="unary",grpc_service="latchkey.auth.v1.AuthService",grpc_method="Login",grpc_code="Unauthenticated"} 1');
+    expect(body).toContain('grpc_server_handling_seconds_bucket{le="0.25",grpc_type="unary",grpc_service="latchkey.auth.v1.AuthService",grpc_method="Login"} 1');
+    expect(body).toContain(
+      'grpc_server_handled_total{grpc_type="server_stream",grpc_service="latchkey.session.v1.SessionService",grpc_method="WatchRevocations",grpc_code="ResourceExhausted"} 1',
+    );
+    expect(body).toContain(
+      'latchkey_grpc_server_errors_total{grpc_service="latchkey.auth.v1.AuthService",grpc_method="Login",grpc_code="Unauthenticated",reason="INVALID_CREDENTIALS"} 1',
+    );
+    expect(body).toContain('latchkey_login_failures_total{reason="INVALID_CREDENTIALS"} 1');
+    expect(body).toContain('latchkey_login_failures_total{reason="ACCOUNT_DISABLED"} 0');
+  });
+
+  it('names every gRPC status code as Go does', () => {
+    const names = Object.keys(status).filter((key) => Number.isNaN(Number(key)));
+    expect(Object.keys(GO_CODE_NAMES).sort()).toEqual(names.sort());
+    expect(GO_CODE_NAMES.CANCELLED).toBe('Canceled');
+    expect(GO_CODE_NAMES.DEADLINE_EXCEEDED).toBe('DeadlineExceeded');
   });
 });
