@@ -3,7 +3,7 @@ import { GO_CODE_NAMES } from '../../src/observability/metrics.js';
 import { readdirSync, readFileSync } from 'node:fs';
 import { parseValues } from '../../scripts/chart-docs.mjs';
 import { validateObject, type K8sObject } from './support/kubernetes.js';
-import { CHART, HELM, ROOT, check, requireSetup, run, yaml } from './support/tools.js';
+import { CHART, HELM, REQUIRED, ROOT, check, requireSetup, run, yaml } from './support/tools.js';
 
 // The chart rendered by a real Helm (installed into .tools/ by test/deploy/setup.sh), with its
 // default values and with each example, every object validated strictly.
@@ -15,15 +15,6 @@ const EXAMPLES = readdirSync(`${CHART}/examples`)
   .filter((file) => file.endsWith('.yaml'))
   .map((file) => file.replace(/\.yaml$/, ''))
   .sort();
-/** The default values plus what the chart requires (publicUrl, DATABASE_URL, KEY_ENCRYPTION_KEY). */
-const REQUIRED = [
-  '--set',
-  'publicUrl=https://auth.example.com',
-  '--set',
-  'secret.env.DATABASE_URL=postgres://latchkey:example@db:5432/latchkey',
-  '--set',
-  'secret.env.KEY_ENCRYPTION_KEY=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=',
-];
 const BASE = 'required values only';
 const CASES = [
   { name: BASE, args: REQUIRED },

@@ -3,7 +3,7 @@ import { startApp, type RunningApp } from '../../src/app.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { testConfig } from '../support/config.js';
 import { createTestDatabase, type TestDatabase } from '../support/database.js';
-import { CHART, HELM, check, requireSetup, yaml } from './support/tools.js';
+import { CHART, HELM, REQUIRED, check, requireSetup, yaml } from './support/tools.js';
 
 // The chart's Grafana dashboard: shipped as a ConfigMap for the Grafana sidecar, and every query in
 // it names only metrics that a running server exports on /metrics.
@@ -130,7 +130,7 @@ describe('the dashboard ConfigMap', () => {
   beforeAll(() => requireSetup());
 
   async function render(args: string[]): Promise<Json[]> {
-    const out = await check(HELM, ['template', 'latchkey', CHART, '--namespace', 'auth', ...args]);
+    const out = await check(HELM, ['template', 'latchkey', CHART, '--namespace', 'auth', ...REQUIRED, ...args]);
     return (yaml.loadAll(out) as (Json | null)[]).filter((o): o is Json => o !== null);
   }
 

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { CHART, HELM, check, requireSetup, run, yaml } from './support/tools.js';
+import { CHART, HELM, REQUIRED, check, requireSetup, run, yaml } from './support/tools.js';
 
 // The chart's PrometheusRule checked and unit-tested by Prometheus's own promtool (Debian's
 // prometheus package, installed by test/deploy/setup.sh): every alert parses, and each one fires
@@ -45,7 +45,7 @@ beforeAll(async () => {
   requireSetup();
   const promtool = await run('promtool', ['--version']);
   if (promtool.code !== 0) throw new Error('promtool is missing: run test/deploy/setup.sh (npm run test:deploy does)');
-  const out = await check(HELM, ['template', RELEASE, CHART, '--namespace', NAMESPACE, '--set', 'prometheusRule.enabled=true', '--set', 'serviceMonitor.enabled=true']);
+  const out = await check(HELM, ['template', RELEASE, CHART, '--namespace', NAMESPACE, ...REQUIRED, '--set', 'prometheusRule.enabled=true', '--set', 'serviceMonitor.enabled=true']);
   const rule = (yaml.loadAll(out) as Json[]).find((o) => o?.kind === 'PrometheusRule')!;
   rules = rule.spec.groups.flatMap((g: Json) => g.rules);
   dir = mkdtempSync(path.join(tmpdir(), 'latchkey-rules-'));

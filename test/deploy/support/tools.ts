@@ -52,3 +52,13 @@ export async function check(command: string, args: readonly string[], options: S
 // documents into typed objects and drops the unknown fields these tests must see.
 const require = createRequire(import.meta.url);
 export const yaml = createRequire(require.resolve('@kubernetes/client-node'))('js-yaml') as typeof JsYaml;
+
+/** The default values plus what the chart requires (publicUrl, DATABASE_URL, KEY_ENCRYPTION_KEY). */
+export const REQUIRED = [
+  '--set',
+  'publicUrl=https://auth.example.com',
+  '--set',
+  'secret.env.DATABASE_URL=postgres://latchkey:example@db:5432/latchkey',
+  '--set',
+  'secret.env.KEY_ENCRYPTION_KEY=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=',
+];
