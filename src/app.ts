@@ -11,6 +11,9 @@ import { SessionService } from './domain/sessions/session-service.js';
 import { RefreshSecretDeriver } from './domain/tokens/refresh-tokens.js';
 import { createGrpcServer } from './grpc/server.js';
 import { createHttpServer } from './http/server.js';
+import { createForwardAuth, openidConfiguration } from './http/forward-auth.js';
+import { GatewayCheck } from './domain/gateway/gateway-check.js';
+import { SIGNING_ALGORITHM } from './domain/keys/key-ring.js';
 import type { Logger } from './observability/logger.js';
 import { createMetrics } from './observability/metrics.js';
 import { DatabaseGate } from './persistence/call-scope.js';
@@ -176,6 +179,10 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
   const pruning = setInterval(() => view.prune(clock.now()), 60_000);
   pruning.unref();
 
+  // Gateway checks (ext_authz Check, HTTP forward-auth): ValidateToken with check_revocation, as a decision.
+  const gateway = new GatewayCheck(auth, view, { headerPrefix: config.GATEWAY_HEADER_PREFIX, passAuthorization: config.GATEWAY_PASS_AUTHORIZATION });
+  const discovery = openidConfiguration({ issuer: config.JWT_ISSUER, publicUrl: config.PUBLIC_URL, signingAlgorithm: SIGNING_ALGORITHM });
+
   let stopping = false;
   const grpc = createGrpcServer(
     { logger: logger.child({ component: 'grpc' }), database: monitor, metrics, gate },
@@ -184,6 +191,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
       accounts,
       sessions: sessionService,
       callers,
+      gateway,
       revocationView: view,
       revocations: {
         reader: revocationReader,
@@ -220,6 +228,14 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
     ready: () => !stopping && monitor.available,
     metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
     jwks: () => auth.jwks().json,
+    openidConfiguration: () => discovery,
+    forwardAuth: createForwardAuth({
+      check: gateway,
+      database: monitor,
+      gate,
+      logger: logger.child({ component: 'http' }),
+      handled: (status, seconds) => metrics.forwardAuthHandled(status, seconds),
+    }),
   });
 
   let grpcPort: number;

@@ -11,6 +11,9 @@ import { AuthServiceService } from '../generated/latchkey/auth/v1/auth_service.j
 import { SessionServiceService } from '../generated/latchkey/session/v1/session_service.js';
 import { implementService, withCallCodecs, type CallDependencies } from './call.js';
 import { createAuthHandlers } from './handlers/auth.js';
+import { AUTHORIZATION_SERVICE, createExtAuthzHandlers } from './handlers/ext-authz.js';
+import { AuthorizationService } from '../generated/envoy/service/auth/v3/external_auth.js';
+import type { GatewayCheck } from '../domain/gateway/gateway-check.js';
 import { createSessionHandlers, type RevocationStreaming } from './handlers/session.js';
 import { addHealthService } from './health.js';
 import { OpenStreams } from './stream.js';
@@ -19,7 +22,7 @@ import { DomainError } from '../domain/errors.js';
 export const AUTH_SERVICE = 'latchkey.auth.v1.AuthService';
 export const SESSION_SERVICE = 'latchkey.session.v1.SessionService';
 /** The health names Latchkey reports: overall ('') and each service. NOT_SERVING while the database is unreachable. */
-export const HEALTH_SERVICES = ['', AUTH_SERVICE, SESSION_SERVICE] as const;
+export const HEALTH_SERVICES = ['', AUTH_SERVICE, SESSION_SERVICE, AUTHORIZATION_SERVICE] as const;
 /**
  * A health name for liveness probes: SERVING from the moment the server listens until shutdown,
  * whatever the database does. Restarting a pod never brings a database back, so a liveness probe
@@ -64,6 +67,8 @@ export interface GrpcServices {
   readonly accounts: AccountService;
   readonly sessions: SessionService;
   readonly callers: CallerAuthenticator;
+  /** Gateway checks: `envoy.service.auth.v3.Authorization/Check` is served when given. */
+  readonly gateway?: GatewayCheck;
 }
 
 /**
@@ -97,6 +102,13 @@ export function createGrpcServer(deps: CallDependencies, services: GrpcServices,
     withCallCodecs(SessionServiceService),
     implementService(deps, SessionServiceService, createSessionHandlers({ ...deps, streams }, services)),
   );
+
+  if (services.gateway) {
+    server.addService(
+      withCallCodecs(AuthorizationService),
+      implementService(deps, AuthorizationService, createExtAuthzHandlers(deps, services.gateway)),
+    );
+  }
 
   const health = new HealthImplementation(Object.fromEntries([...HEALTH_SERVICES, LIVENESS_SERVICE].map((name) => [name, 'NOT_SERVING'])));
   addHealthService(server, health, { ...deps, streams });
