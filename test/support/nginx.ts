@@ -25,9 +25,11 @@ export interface Received {
 /** A tiny upstream that records the headers of every request it gets and answers 200 `upstream`. */
 export class EchoUpstream {
   readonly received: Received[] = [];
+  /** `record: false` for load (the bench): nothing is kept. */
+  constructor(private readonly record = true) {}
   readonly #server: Server = createServer((request, response) => {
     request.resume();
-    this.received.push({ method: request.method ?? '', url: request.url ?? '', headers: request.headers });
+    if (this.record) this.received.push({ method: request.method ?? '', url: request.url ?? '', headers: request.headers });
     response.writeHead(200, { 'content-type': 'text/plain' });
     response.end('upstream');
   });
@@ -51,7 +53,7 @@ export class EchoUpstream {
  * (which also replaces or, when empty, drops any the client sent under those names), and a
  * location that asks for the `admin` role.
  */
-export function nginxConfig(dir: string, ports: { listen: number; latchkey: number; upstream: number }): string {
+export function nginxConfig(dir: string, ports: { listen: number; latchkey: number; upstream: number }, options: { unprotected?: boolean } = {}): string {
   const authLocation = (name: string, requiredRoles: string) => `
     location = ${name} {
       internal;
@@ -101,6 +103,7 @@ http {
     ${authLocation('/_latchkey_auth_admin', 'admin')}
     ${protectedLocation('/', '/_latchkey_auth')}
     ${protectedLocation('/admin/', '/_latchkey_auth_admin')}
+    ${options.unprotected ? '# The bench\'s baseline: the same proxying without the check.\n    location /open/ { proxy_http_version 1.1; proxy_set_header Connection ""; proxy_pass http://app; }' : ''}
   }
 }
 `;
@@ -118,10 +121,10 @@ export class Nginx {
     chmodSync(this.dir, 0o755);
   }
 
-  async start(ports: { latchkey: number; upstream: number }): Promise<number> {
+  async start(ports: { latchkey: number; upstream: number }, options: { unprotected?: boolean; workers?: number } = {}): Promise<number> {
     this.port = await closedPort();
     const conf = join(this.dir, 'nginx.conf');
-    writeFileSync(conf, nginxConfig(this.dir, { listen: this.port, ...ports }));
+    writeFileSync(conf, nginxConfig(this.dir, { listen: this.port, ...ports }, options).replace('worker_processes 1;', `worker_processes ${options.workers ?? 1};`));
     const child = spawn(this.binary, ['-p', this.dir, '-e', join(this.dir, 'error.log'), '-c', conf, '-g', `daemon off; pid ${join(this.dir, 'nginx.pid')};`], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
