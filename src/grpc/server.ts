@@ -11,8 +11,7 @@ import { AuthServiceService } from '../generated/latchkey/auth/v1/auth_service.j
 import { SessionServiceService } from '../generated/latchkey/session/v1/session_service.js';
 import { implementService, withCallCodecs, type CallDependencies } from './call.js';
 import { createAuthHandlers } from './handlers/auth.js';
-import { AUTHORIZATION_SERVICE, createExtAuthzHandlers } from './handlers/ext-authz.js';
-import { AuthorizationService } from '../generated/envoy/service/auth/v3/external_auth.js';
+import { AUTHORIZATION_SERVICE, AuthorizationServiceDefinition, createExtAuthzHandlers } from './handlers/ext-authz.js';
 import type { GatewayCheck } from '../domain/gateway/gateway-check.js';
 import { createSessionHandlers, type RevocationStreaming } from './handlers/session.js';
 import { addHealthService } from './health.js';
@@ -105,8 +104,8 @@ export function createGrpcServer(deps: CallDependencies, services: GrpcServices,
 
   if (services.gateway) {
     server.addService(
-      withCallCodecs(AuthorizationService),
-      implementService(deps, AuthorizationService, createExtAuthzHandlers(deps, services.gateway)),
+      withCallCodecs(AuthorizationServiceDefinition),
+      implementService(deps, AuthorizationServiceDefinition, createExtAuthzHandlers(deps, services.gateway)),
     );
   }
 

@@ -157,7 +157,7 @@ describe('Check over gRPC, default settings', () => {
     const user = await signedIn();
     const key = await serverSigningKey(server.db.url);
     const now = Math.floor(clock.ms / 1000);
-    const claims = { iss: 'http://localhost:8080', aud: 'latchkey', sub: user.userId, sid: user.login.sessionId, iat: now, exp: now + 600, jti: '00000000-0000-4000-8000-000000000001', roles: ['admin'], email: user.email };
+    const claims = { iss: 'http://localhost:8080', aud: 'latchkey', sub: user.userId, sid: user.login.sessionId, iat: now, exp: now + 600, jti: '00000000-0000-4000-8000-000000000001', roles: [], email: user.email };
     for (const authorization of ['Bearer not a token', 'Bearer abc.def.ghi', 'Bearer ', `Bearer ${'a'.repeat(5000)}`, `Bearer ${forgedToken(claims, key.kid)}`]) {
       expect({ authorization: authorization.slice(0, 20), decision: decision((await check(client, envoyCheckRequest({ authorization }))).response) }).toEqual({
         authorization: authorization.slice(0, 20),

@@ -3,26 +3,11 @@ import { DomainError } from '../../domain/errors.js';
 import { denialFor, parseRoleList, REQUIRED_ROLES_EXTENSION, type GatewayAllow, type GatewayCheck, type GatewayDeny } from '../../domain/gateway/gateway-check.js';
 import type { AccessTokenClaims } from '../../domain/tokens/access-tokens.js';
 import { HeaderValueOption_HeaderAppendAction, type HeaderValueOption } from '../../generated/envoy/config/core/v3/base.js';
-import { CheckResponse as CheckResponseCodec, type CheckRequest, type CheckResponse } from '../../generated/envoy/service/auth/v3/external_auth.js';
-import type { AttributeContext_HttpRequest } from '../../generated/envoy/service/auth/v3/attribute_context.js';
+import { AuthorizationService, CheckResponse as CheckResponseCodec, type CheckResponse } from '../../generated/envoy/service/auth/v3/external_auth.js';
+import { readCheckRequest, type CheckRequestView } from './check-request.js';
 import { EncodedResponse, unary, type CallDependencies } from '../call.js';
 
 export const AUTHORIZATION_SERVICE = 'envoy.service.auth.v3.Authorization';
-
-/** The request's headers as a lower-case map: Envoy's `headers`, or its `header_map` when it sends raw headers. */
-function headersOf(http: AttributeContext_HttpRequest | undefined): Record<string, string> {
-  if (!http) return {};
-  const entries = http.headerMap?.headers ?? [];
-  if (entries.length === 0) return http.headers;
-  const headers: Record<string, string> = {};
-  for (const entry of entries) {
-    const name = entry.key.toLowerCase();
-    const value = entry.value !== '' ? entry.value : entry.rawValue.toString('utf8');
-    // Repeated headers are joined with a comma, as Envoy does in `headers`.
-    headers[name] = name in headers ? `${headers[name]},${value}` : value;
-  }
-  return headers;
-}
 
 function headerOption(key: string, value: string): HeaderValueOption {
   // Replaces a header of the same name that the client sent (never appends to it).
@@ -69,10 +54,10 @@ const plainAllows = new WeakMap<AccessTokenClaims, EncodedResponse>();
  * filter, or a malformed check) has no token: UNAUTHENTICATED with the plain `Bearer` challenge.
  */
 export function createExtAuthzHandlers(deps: CallDependencies, check: GatewayCheck): UntypedServiceImplementation {
-  const authorizationOf = (request: CheckRequest) => headersOf(request.attributes?.request?.http).authorization;
+  const authorizationOf = (request: CheckRequestView) => request.headers?.authorization;
   const baseRemovals = check.options.passAuthorization ? 0 : 1;
   return {
-    check: unary<CheckRequest, CheckResponse | EncodedResponse>(
+    check: unary<CheckRequestView, CheckResponse | EncodedResponse>(
       deps,
       `/${AUTHORIZATION_SERVICE}/Check`,
       {
@@ -87,12 +72,10 @@ export function createExtAuthzHandlers(deps: CallDependencies, check: GatewayChe
         },
       },
       async (request) => {
-        const attributes = request.attributes;
-        const headers = headersOf(attributes?.request?.http);
         const decision = await check.decide({
-          authorization: headers.authorization,
-          requiredRoles: parseRoleList(attributes?.contextExtensions[REQUIRED_ROLES_EXTENSION]),
-          headerNames: Object.keys(headers),
+          authorization: request.headers?.authorization,
+          requiredRoles: parseRoleList(request.contextExtensions[REQUIRED_ROLES_EXTENSION]),
+          headerNames: request.headers ? Object.keys(request.headers) : [],
         });
         if (decision.headersToRemove.length !== baseRemovals) return allowed(decision);
         // The same token's answer is the same bytes every time: encoded once.
@@ -106,3 +89,12 @@ export function createExtAuthzHandlers(deps: CallDependencies, check: GatewayChe
     ),
   };
 }
+
+/**
+ * The Authorization service definition with the request read by `readCheckRequest` (only the
+ * headers and context extensions) instead of the generated decoder; responses stay generated.
+ */
+export const AuthorizationServiceDefinition = {
+  ...AuthorizationService,
+  check: { ...AuthorizationService.check, requestDeserialize: (bytes: Buffer): CheckRequestView => readCheckRequest(bytes) },
+};
