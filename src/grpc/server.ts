@@ -11,7 +11,7 @@ import { AuthServiceService } from '../generated/latchkey/auth/v1/auth_service.j
 import { SessionServiceService } from '../generated/latchkey/session/v1/session_service.js';
 import { implementService, withCallCodecs, type CallDependencies } from './call.js';
 import { createAuthHandlers } from './handlers/auth.js';
-import { AUTHORIZATION_SERVICE, AuthorizationServiceDefinition, createExtAuthzHandlers } from './handlers/ext-authz.js';
+import { AUTHORIZATION_SERVICE, authorizationServiceDefinition, createExtAuthzHandlers } from './handlers/ext-authz.js';
 import type { GatewayCheck } from '../domain/gateway/gateway-check.js';
 import { createSessionHandlers, type RevocationStreaming } from './handlers/session.js';
 import { addHealthService } from './health.js';
@@ -103,10 +103,8 @@ export function createGrpcServer(deps: CallDependencies, services: GrpcServices,
   );
 
   if (services.gateway) {
-    server.addService(
-      withCallCodecs(AuthorizationServiceDefinition),
-      implementService(deps, AuthorizationServiceDefinition, createExtAuthzHandlers(deps, services.gateway)),
-    );
+    const definition = authorizationServiceDefinition(services.gateway.options.headerPrefix);
+    server.addService(withCallCodecs(definition), implementService(deps, definition, createExtAuthzHandlers(deps, services.gateway)));
   }
 
   const health = new HealthImplementation(Object.fromEntries([...HEALTH_SERVICES, LIVENESS_SERVICE].map((name) => [name, 'NOT_SERVING'])));

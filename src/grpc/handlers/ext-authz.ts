@@ -1,6 +1,6 @@
 import { status, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { DomainError } from '../../domain/errors.js';
-import { denialFor, parseRoleList, REQUIRED_ROLES_EXTENSION, type GatewayAllow, type GatewayCheck, type GatewayDeny } from '../../domain/gateway/gateway-check.js';
+import { denialFor, parseRoleList, type GatewayAllow, type GatewayCheck, type GatewayDeny } from '../../domain/gateway/gateway-check.js';
 import type { AccessTokenClaims } from '../../domain/tokens/access-tokens.js';
 import { HeaderValueOption_HeaderAppendAction, type HeaderValueOption } from '../../generated/envoy/config/core/v3/base.js';
 import { AuthorizationService, CheckResponse as CheckResponseCodec, type CheckResponse } from '../../generated/envoy/service/auth/v3/external_auth.js';
@@ -54,7 +54,7 @@ const plainAllows = new WeakMap<AccessTokenClaims, EncodedResponse>();
  * filter, or a malformed check) has no token: UNAUTHENTICATED with the plain `Bearer` challenge.
  */
 export function createExtAuthzHandlers(deps: CallDependencies, check: GatewayCheck): UntypedServiceImplementation {
-  const authorizationOf = (request: CheckRequestView) => request.headers?.authorization;
+  const authorizationOf = (request: CheckRequestView) => request.authorization;
   const baseRemovals = check.options.passAuthorization ? 0 : 1;
   return {
     check: unary<CheckRequestView, CheckResponse | EncodedResponse>(
@@ -73,9 +73,9 @@ export function createExtAuthzHandlers(deps: CallDependencies, check: GatewayChe
       },
       async (request) => {
         const decision = await check.decide({
-          authorization: request.headers?.authorization,
-          requiredRoles: parseRoleList(request.contextExtensions[REQUIRED_ROLES_EXTENSION]),
-          headerNames: request.headers ? Object.keys(request.headers) : [],
+          authorization: request.authorization,
+          requiredRoles: parseRoleList(request.requiredRoles),
+          headerNames: request.prefixed,
         });
         if (decision.headersToRemove.length !== baseRemovals) return allowed(decision);
         // The same token's answer is the same bytes every time: encoded once.
@@ -91,10 +91,13 @@ export function createExtAuthzHandlers(deps: CallDependencies, check: GatewayChe
 }
 
 /**
- * The Authorization service definition with the request read by `readCheckRequest` (only the
- * headers and context extensions) instead of the generated decoder; responses stay generated.
+ * The Authorization service definition with the request read by `readCheckRequest` (only what a
+ * check needs) instead of the generated decoder; responses stay generated.
  */
-export const AuthorizationServiceDefinition = {
-  ...AuthorizationService,
-  check: { ...AuthorizationService.check, requestDeserialize: (bytes: Buffer): CheckRequestView => readCheckRequest(bytes) },
-};
+export function authorizationServiceDefinition(headerPrefix: string) {
+  const prefix = Buffer.from(headerPrefix.toLowerCase());
+  return {
+    ...AuthorizationService,
+    check: { ...AuthorizationService.check, requestDeserialize: (bytes: Buffer): CheckRequestView => readCheckRequest(bytes, prefix) },
+  };
+}
