@@ -4,10 +4,10 @@
  * forward-auth endpoint called directly (test/e2e/nginx-forward-auth.test.ts puts a real nginx in
  * front), and the OpenID discovery document. Runs on PostgreSQL and on the embedded database.
  */
-import { Metadata, status, type Client } from '@grpc/grpc-js';
+import { Client as GrpcClient, credentials, Metadata, status, type Client } from '@grpc/grpc-js';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { startApp, type RunningApp } from '../../src/app.js';
-import type { AuthorizationClient } from '../../src/generated/envoy/service/auth/v3/external_auth.js';
+import { CheckResponse, type AuthorizationClient } from '../../src/generated/envoy/service/auth/v3/external_auth.js';
 import type { LoginResponse } from '../../src/generated/latchkey/auth/v1/auth_service.js';
 import { HeaderValueOption_HeaderAppendAction } from '../../src/generated/envoy/config/core/v3/base.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -177,6 +177,23 @@ describe('Check over gRPC, default settings', () => {
     const { error } = await call(server.client as unknown as Client, 'setUserRoles', { userId: demoted.userId, roles: ['billing'] }, { metadata: serviceKey() });
     expect(error).toBeUndefined();
     expect(decision((await check(client, envoyCheckRequest({ authorization: bearer(demoted.login) }))).response)).toEqual(invalidToken('TOKEN_STALE'));
+  });
+
+  it('answers bytes that are not a CheckRequest with a 400 deny (INVALID_ARGUMENT), not a gRPC error', async () => {
+    const raw = new GrpcClient(`127.0.0.1:${server.app.grpcPort}`, credentials.createInsecure());
+    try {
+      const response = await new Promise<CheckResponse>((resolve, reject) =>
+        raw.makeUnaryRequest(CHECK, (bytes: Buffer) => bytes, (bytes: Buffer) => CheckResponse.decode(bytes), Buffer.from([0x0a, 0x7f, 0x00]), (error, value) => (error ? reject(error) : resolve(value!))),
+      );
+      expect(decision(response)).toEqual({
+        code: status.INVALID_ARGUMENT,
+        http: 400,
+        headers: [['content-type', 'application/json']],
+        body: { error: 'invalid_request', reason: 'INVALID_ARGUMENT' },
+      });
+    } finally {
+      raw.close();
+    }
   });
 
   it('counts each decision under its status code in the RPC metrics', async () => {
