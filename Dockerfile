@@ -16,6 +16,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY buf.yaml buf.gen.yaml tsconfig.json tsconfig.build.json ./
 COPY proto ./proto
+# Copies Envoy's ext_authz protos out of the @grpc/grpc-js-xds devDependency for `buf generate`.
+COPY scripts/envoy-protos.mjs ./scripts/
 COPY src ./src
 RUN npm run build
 

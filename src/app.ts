@@ -17,6 +17,9 @@ import { AccessTokens } from './domain/tokens/access-tokens.js';
 import { SessionService } from './domain/sessions/session-service.js';
 import { createGrpcServer } from './grpc/server.js';
 import { createHttpServer } from './http/server.js';
+import { createForwardAuth, openidConfiguration } from './http/forward-auth.js';
+import { GatewayCheck } from './domain/gateway/gateway-check.js';
+import { SIGNING_ALGORITHM } from './domain/keys/key-ring.js';
 import type { Logger } from './observability/logger.js';
 import { createMetrics } from './observability/metrics.js';
 import { DatabaseGate } from './persistence/call-scope.js';
@@ -238,6 +241,10 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
   }, COST_PROFILE_REFRESH_MS);
   costRefresh.unref();
 
+  // Gateway checks (ext_authz Check, HTTP forward-auth): ValidateToken with check_revocation, as a decision.
+  const gateway = new GatewayCheck(auth, view, { headerPrefix: config.GATEWAY_HEADER_PREFIX, passAuthorization: config.GATEWAY_PASS_AUTHORIZATION });
+  const discovery = openidConfiguration({ issuer: config.JWT_ISSUER, publicUrl: config.PUBLIC_URL, signingAlgorithm: SIGNING_ALGORITHM });
+
   let stopping = false;
   const grpc = createGrpcServer(
     { logger: logger.child({ component: 'grpc' }), database: monitor, metrics, gate },
@@ -246,6 +253,7 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
       accounts,
       sessions: sessionService,
       callers,
+      gateway,
       revocationView: view,
       trustedProxies: new TrustedProxies(config.TRUSTED_PROXIES),
       sourceLimits: new SourceLimits(
@@ -296,6 +304,14 @@ export async function startApp(config: Config, logger: Logger, signal?: AbortSig
     ready: () => !stopping && monitor.available,
     metrics: async () => ({ contentType: metrics.registry.contentType, body: await metrics.registry.metrics() }),
     jwks: () => auth.jwks().json,
+    openidConfiguration: () => discovery,
+    forwardAuth: createForwardAuth({
+      check: gateway,
+      database: monitor,
+      gate,
+      logger: logger.child({ component: 'http' }),
+      handled: (status, seconds) => metrics.forwardAuthHandled(status, seconds),
+    }),
   });
 
   let grpcPort: number;

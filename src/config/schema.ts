@@ -667,6 +667,19 @@ export const variables = {
     default: '5000',
     schema: integer(1, 3_600_000),
   }),
+  // Gateways (Envoy/Istio ext_authz Check, HTTP forward-auth; see src/domain/gateway/)
+  GATEWAY_HEADER_PREFIX: variable({
+    description:
+      'Prefix of the identity headers a gateway check (`envoy.service.auth.v3.Authorization/Check`, `GET /forward-auth`) hands to the upstream: `<prefix>user-id`, `<prefix>session-id`, `<prefix>roles` (comma-separated), `<prefix>email`; `<prefix>required-roles` is what a gateway sets on a forward-auth check to ask for roles. Any header with this prefix that the client sent is removed from the upstream request by Check (and must be cleared by the gateway\'s own configuration for forward-auth, see the README). Lower-case letters, digits and dashes.',
+    default: 'x-latchkey-',
+    schema: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, { error: 'must be 1 to 63 lower-case letters, digits or dashes, starting with a letter or digit' }),
+  }),
+  GATEWAY_PASS_AUTHORIZATION: variable({
+    description:
+      'Whether a request allowed by `Check` keeps its `authorization` header on the way to the upstream (`false`: Check asks Envoy to remove it). For HTTP forward-auth the gateway decides (the README shows how to drop it).',
+    default: 'true',
+    schema: boolean,
+  }),
 } as const;
 
 export type VariableName = keyof typeof variables;

@@ -28,9 +28,13 @@ export const REASON_KIND = {
   SESSION_REVOKED: 'unauthenticated',
   SESSION_EXPIRED: 'unauthenticated',
   REFRESH_TOKEN_REUSED: 'unauthenticated',
+  /** Gateway checks only: the request carries no bearer token. */
+  TOKEN_MISSING: 'unauthenticated',
   PERMISSION_DENIED: 'permission_denied',
   ACCOUNT_DISABLED: 'permission_denied',
   ACCOUNT_LOCKED: 'permission_denied',
+  /** Gateway checks only: the token lacks a role the route requires. */
+  ROLE_REQUIRED: 'permission_denied',
   EMAIL_TAKEN: 'already_exists',
   USER_NOT_FOUND: 'not_found',
   SESSION_NOT_FOUND: 'not_found',

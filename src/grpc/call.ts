@@ -28,7 +28,7 @@ export interface CallDependencies {
   readonly gate: Pick<DatabaseGate, 'admit'>;
 }
 
-export interface HandlerOptions<Req = unknown> {
+export interface HandlerOptions<Req = unknown, Res = unknown> {
   /**
    * Whether the RPC needs the database (or, per request, whether this request does). Such calls
    * fail fast with UNAVAILABLE while the database is known to be down, instead of queueing on a
@@ -41,6 +41,13 @@ export interface HandlerOptions<Req = unknown> {
    * calls a second a line each would cost more than the call, and the metrics count them anyway.
    */
   readonly successLogLevel?: 'info' | 'debug';
+  /**
+   * For an RPC whose refusals are answers, not errors (ext_authz Check carries its decision in the
+   * response): turns what the call failed with (a domain error, or anything mapped to `code`) into
+   * the response sent with status OK. The log line and metrics keep the failure's code and reason.
+   * Undefined leaves the failure a gRPC error.
+   */
+  readonly answerFailure?: (error: unknown, code: status) => Res | undefined;
 }
 
 /** Stands in for a request whose bytes are not a valid message of the RPC's request type. */
@@ -175,7 +182,7 @@ export function recordCall(
 export function unary<Req, Res>(
   deps: CallDependencies,
   method: string,
-  options: HandlerOptions<Req>,
+  options: HandlerOptions<Req, Res>,
   handler: (request: Req, context: CallContext) => Promise<Res>,
 ): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
   const successLevel = options.successLogLevel ?? 'info';
@@ -213,7 +220,10 @@ export function unary<Req, Res>(
         const reason = error instanceof DomainError ? error.reason : undefined;
         // On the RPC's span before the callback: grpc-js's instrumentation ends it with the status.
         annotate?.(code, reason);
-        callback(mapped.error, null);
+        // A Check (ext_authz) answers every failure as a CheckResponse carrying that status.
+        const answer = options.answerFailure?.(error, mapped.code);
+        if (answer !== undefined) callback(null, answer);
+        else callback(mapped.error, null);
         finish(code, { reason, errorId: mapped.errorId });
       },
     );

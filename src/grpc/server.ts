@@ -12,6 +12,8 @@ import { SessionServiceService } from '../generated/latchkey/session/v1/session_
 import { implementService, withCallCodecs, type CallDependencies } from './call.js';
 import { createAuthHandlers } from './handlers/auth.js';
 import type { SourceLimits, TrustedProxies } from '../domain/rate-limit.js';
+import { AUTHORIZATION_SERVICE, authorizationServiceDefinition, createExtAuthzHandlers } from './handlers/ext-authz.js';
+import type { GatewayCheck } from '../domain/gateway/gateway-check.js';
 import { createSessionHandlers, type RevocationStreaming } from './handlers/session.js';
 import { addHealthService } from './health.js';
 import { OpenStreams } from './stream.js';
@@ -20,7 +22,7 @@ import { DomainError } from '../domain/errors.js';
 export const AUTH_SERVICE = 'latchkey.auth.v1.AuthService';
 export const SESSION_SERVICE = 'latchkey.session.v1.SessionService';
 /** The health names Latchkey reports: overall ('') and each service. NOT_SERVING while the database is unreachable. */
-export const HEALTH_SERVICES = ['', AUTH_SERVICE, SESSION_SERVICE] as const;
+export const HEALTH_SERVICES = ['', AUTH_SERVICE, SESSION_SERVICE, AUTHORIZATION_SERVICE] as const;
 /**
  * A health name for liveness probes: SERVING from the moment the server listens until shutdown,
  * whatever the database does. Restarting a pod never brings a database back, so a liveness probe
@@ -71,6 +73,8 @@ export interface GrpcServices {
   readonly trustedProxies?: TrustedProxies;
   /** Counts a failed Login by its reason (latchkey_login_failures_total). */
   readonly loginFailed?: (reason: string) => void;
+  /** Gateway checks: `envoy.service.auth.v3.Authorization/Check` is served when given. */
+  readonly gateway?: GatewayCheck;
 }
 
 /**
@@ -104,6 +108,11 @@ export function createGrpcServer(deps: CallDependencies, services: GrpcServices,
     withCallCodecs(SessionServiceService),
     implementService(deps, SessionServiceService, createSessionHandlers({ ...deps, streams }, services)),
   );
+
+  if (services.gateway) {
+    const definition = authorizationServiceDefinition(services.gateway.options.headerPrefix);
+    server.addService(withCallCodecs(definition), implementService(deps, definition, createExtAuthzHandlers(deps, services.gateway)));
+  }
 
   const health = new HealthImplementation(Object.fromEntries([...HEALTH_SERVICES, LIVENESS_SERVICE].map((name) => [name, 'NOT_SERVING'])));
   addHealthService(server, health, { ...deps, streams });

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { JWKS_MAX_AGE_SECONDS } from '../config/schema.js';
+import { FORWARD_AUTH_PATH } from './forward-auth.js';
 
 export interface HttpProbes {
   /** Ready to take traffic: database reachable and not shutting down. */
@@ -9,6 +10,10 @@ export interface HttpProbes {
   metrics(): Promise<{ contentType: string; body: string }>;
   /** The public JSON Web Key Set, already rendered. */
   jwks(): string;
+  /** The OpenID Connect discovery document, already rendered (served when given). */
+  openidConfiguration?(): string;
+  /** Gateway forward-auth (src/http/forward-auth.ts), served under FORWARD_AUTH_PATH when given. */
+  forwardAuth?: (request: IncomingMessage, response: ServerResponse) => void;
 }
 
 /** A JSON response; `json` is sent as is when already rendered. Not cacheable unless `cacheControl` says so. */
@@ -24,20 +29,30 @@ function send(response: ServerResponse, statusCode: number, body: unknown, cache
 
 /**
  * The plain-HTTP side: the JWKS for token verifiers, liveness, readiness and Prometheus metrics for
- * load balancers, scrapers and humans with curl. Anything else is 404; only GET and HEAD are allowed.
+ * load balancers, scrapers and humans with curl; the OpenID discovery document; gateway forward-auth.
+ * Anything else is 404; only GET and HEAD are allowed (forward-auth takes any method).
  */
 export function createHttpServer(probes: HttpProbes): { server: Server; listen(port: number, host: string): Promise<number>; close(): Promise<void> } {
   const server = createServer((request: IncomingMessage, response: ServerResponse) => {
+    const path = (request.url ?? '/').split('?')[0]!;
+    // Any method: Envoy's HTTP ext_authz keeps the original request's (FORWARD_AUTH_PATH + its path).
+    if (probes.forwardAuth && (path === FORWARD_AUTH_PATH || path.startsWith(`${FORWARD_AUTH_PATH}/`))) {
+      probes.forwardAuth(request, response);
+      return;
+    }
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       response.setHeader('allow', 'GET, HEAD');
       send(response, 405, { error: 'method not allowed' });
       return;
     }
-    const path = (request.url ?? '/').split('?')[0];
     switch (path) {
       case '/.well-known/jwks.json':
         // A few minutes of caching: new keys are published SIGNING_KEY_PUBLISH_AHEAD (longer) before they sign.
         send(response, 200, probes.jwks(), `public, max-age=${JWKS_MAX_AGE_SECONDS}`);
+        return;
+      case '/.well-known/openid-configuration':
+        if (!probes.openidConfiguration) break;
+        send(response, 200, probes.openidConfiguration(), 'public, max-age=300');
         return;
       case '/healthz':
         send(response, 200, { status: 'ok' });
@@ -56,9 +71,8 @@ export function createHttpServer(probes: HttpProbes): { server: Server; listen(p
           () => send(response, 500, { error: 'metrics unavailable' }),
         );
         return;
-      default:
-        send(response, 404, { error: 'not found' });
     }
+    send(response, 404, { error: 'not found' });
   });
   server.keepAliveTimeout = 5_000;
   server.headersTimeout = 10_000;

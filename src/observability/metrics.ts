@@ -14,6 +14,8 @@ export interface Metrics {
   /** A Login that failed, by its ErrorInfo reason. */
   loginFailed(reason: string): void;
   setDatabaseUp(up: boolean): void;
+  /** Records one HTTP forward-auth answer: its status code and duration. */
+  forwardAuthHandled(status: number, seconds: number): void;
   /** Exposes the password hasher's load, read at scrape time. */
   observePasswordHashing(load: () => { running: number; queued: number }): void;
   /** Exposes the revocation view's state, read at scrape time. */
@@ -123,8 +125,24 @@ export function createMetrics(): Metrics {
     help: 'Rotated-out refresh tokens presented again outside the grace window: a sign of token theft worth alerting on.',
     registers: [registry],
   });
+  const forwardAuth = new Counter({
+    name: 'latchkey_http_forward_auth_total',
+    help: 'HTTP forward-auth checks answered, by status code (200 allowed, 401/403 denied, 503 undecided: the database was needed and unreachable).',
+    labelNames: ['code'] as const,
+    registers: [registry],
+  });
+  const forwardAuthDuration = new Histogram({
+    name: 'latchkey_http_forward_auth_seconds',
+    help: 'Time to answer an HTTP forward-auth check.',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [registry],
+  });
   return {
     registry,
+    forwardAuthHandled(status, seconds) {
+      forwardAuth.inc({ code: String(status) });
+      forwardAuthDuration.observe(seconds);
+    },
     rpcStarted(method, type = 'unary') {
       const { service, name } = methodLabels(method);
       started.inc({ grpc_type: type, grpc_service: service, grpc_method: name });

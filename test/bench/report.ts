@@ -1,7 +1,7 @@
 import type { Latency } from './stats.js';
 
 export interface Figure {
-  readonly scenario: 'validate' | 'refresh' | 'login' | 'login-cost' | 'saturation' | 'overload' | 'sweep' | 'revocation' | 'tracing' | 'memory';
+  readonly scenario: 'validate' | 'refresh' | 'login' | 'login-cost' | 'saturation' | 'overload' | 'sweep' | 'revocation' | 'tracing' | 'memory' | 'gateway';
   readonly name: string;
   readonly inFlight?: number;
   /** Successful calls per second. */
@@ -61,6 +61,7 @@ export function targets(r: BenchReport): TargetCheck[] {
   const v64 = find(r, 'validate', 64, 'ValidateToken, 64');
   add('ValidateToken throughput / empty unary throughput (64 in flight)', '≥ 0.80', v64?.ratio, (v) => v >= 0.8, f2);
   add('ValidateToken throughput at 64 in flight', '≥ 9,000 calls/s', v64?.throughput, (v) => v >= 9000, (v) => `${n0(v)} calls/s`);
+  add('ext_authz Check throughput / empty unary throughput (64 in flight)', '≥ 0.75', find(r, 'gateway', 64, 'Check')?.ratio, (v) => v >= 0.75, f2);
   add('ValidateToken with check_revocation / without (64 in flight, same rounds)', '≥ 0.80', find(r, 'validate', 64, 'with check_revocation')?.ratio, (v) => v >= 0.8, f2);
   add('ValidateToken p99 while logins saturate hashing (1 in flight)', '≤ 2 ms', find(r, 'saturation', 1)?.latency?.p99, (v) => v <= 2, (v) => `${v} ms`);
   const l1 = find(r, 'login', 1);

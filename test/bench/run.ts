@@ -7,7 +7,7 @@
  *   npm run bench                 full run (about 8 minutes); rewrites BENCHMARKS.md
  *   npm run bench -- --quick      seconds per figure, small data, cost-4 hashes; for CI
  *   npm run bench -- --only=validate,refresh   some scenarios (validate, refresh, login, saturation, overload, sweep, sweep2, tracing,
- *                                              propagation, revocation-memory, login-cost)
+ *                                              propagation, revocation-memory, login-cost, check, forward-auth)
  */
 import bcrypt from 'bcrypt';
 import { execFile } from 'node:child_process';
@@ -29,7 +29,10 @@ import { cpuBetween, cpuSnapshot, dbBetween, dbSnapshot, sampleWaits, waitsBetwe
 import { startServer, type BenchServer } from './server.js';
 import { latencyBetween, latencyOf, merged, perSecond, type Latency } from './stats.js';
 import { UnaryClient, grpcFrame } from './wire.js';
-import { HEALTH_CHECK, LOGIN, NOT_PROPAGATED, VALIDATE, type Gateway, type PropagationResult, type PropagationSpec, type WorkerResult, type WorkerSpec } from './worker.js';
+import { CheckRequest } from '../../src/generated/envoy/service/auth/v3/external_auth.js';
+import { envoyCheckRequest } from '../support/gateway.js';
+import { EchoUpstream, Nginx, nginxBinary } from '../support/nginx.js';
+import { CHECK, HEALTH_CHECK, LOGIN, NOT_PROPAGATED, VALIDATE, type Gateway, type PropagationResult, type PropagationSpec, type WorkerResult, type WorkerSpec } from './worker.js';
 
 const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
 const WORKER = fileURLToPath(new URL('./worker.js', import.meta.url));
@@ -59,7 +62,7 @@ const overrides = Object.fromEntries(
 const serverNodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
 /** The server runs with the image's NODE_OPTIONS (V8 heap flags), read from the Dockerfile so the two cannot drift. */
 const imageNodeOptions = /^ENV NODE_OPTIONS="([^"]*)"$/m.exec(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1] ?? '';
-const SCENARIOS = 'validate,refresh,login,saturation,overload,sweep,sweep2,propagation,revocation-memory,login-cost,tracing';
+const SCENARIOS = 'validate,refresh,login,saturation,overload,sweep,sweep2,propagation,revocation-memory,login-cost,tracing,check,forward-auth';
 const only = new Set((args.only ?? SCENARIOS).split(','));
 
 /** How long each figure is measured for, and how much data: seconds in --quick, minutes in full. */
@@ -543,6 +546,136 @@ async function loginScenario(server: BenchServer, s: Seed, hash: string): Promis
       ratio: perSecond(login) / perSecond(bare),
       display: `${perSecond(login).toFixed(2)}/s (bare bcrypt ${perSecond(bare).toFixed(2)}/s, ratio ${(perSecond(login) / perSecond(bare)).toFixed(2)}); ${fmtLatency(latency)}; bare bcrypt p50 ${bareLatency.p50} ms`,
     });
+  }
+}
+
+/**
+ * Gateways (issue 16): envoy.service.auth.v3.Authorization/Check at 64 in flight with a CheckRequest
+ * shaped as Envoy sends one (a dozen headers, the bearer token), against the empty unary in the
+ * same alternating rounds; the server's own count says every check allowed (a deny is counted
+ * under UNAUTHENTICATED).
+ */
+async function checkScenario(server: BenchServer, s: Seed, dataFile: string): Promise<void> {
+  const request = envoyCheckRequest({
+    authorization: `Bearer ${s.accessToken}`,
+    accept: 'application/json',
+    'accept-encoding': 'gzip, br',
+    'content-length': '0',
+    'x-forwarded-for': '203.0.113.7',
+    'x-forwarded-proto': 'https',
+    'x-envoy-internal': 'true',
+  });
+  const frame = grpcFrame(CheckRequest.encode(request).finish());
+  const healthFrame = grpcFrame(new Uint8Array(0));
+  const inFlight = 64;
+  const connections = connectionsFor(inFlight);
+  const shape = { port: server.grpcPort, connections, streams: Math.ceil(inFlight / connections), seconds: plan.h2loadSeconds, warmupSeconds: plan.h2loadWarmup, dataFile };
+  const emptyRuns: number[] = [];
+  const checkRuns: number[] = [];
+  for (let round = 0; round < plan.h2loadRounds; round++) {
+    const checkRun = async () => {
+      const before = await handled(server, CHECK);
+      const run = await h2load({ ...shape, path: CHECK, frame });
+      const after = await handled(server, CHECK);
+      const notOk = after.all - before.all - (after.ok - before.ok);
+      if (run.failed > 0 || notOk > 0 || after.ok - before.ok < run.completed) throw new Error(`Check under h2load: ${run.failed} failed at HTTP/2, ${notOk} not allowed on the server`);
+      checkRuns.push(run.perSecond);
+    };
+    if (round % 2 === 1) await checkRun();
+    const empty = await h2load({ ...shape, path: HEALTH_CHECK, frame: healthFrame });
+    if (empty.failed > 0) throw new Error(`Health/Check under h2load: ${empty.failed} failed`);
+    emptyRuns.push(empty.perSecond);
+    if (round % 2 === 0) await checkRun();
+  }
+  const emptyLatency = latencyOf(checked('Health/Check', await work({ kind: 'health', ...common(server, inFlight) })));
+  const checkLatency = latencyOf(checked('Check', await work({ kind: 'check', requestBase64: Buffer.from(CheckRequest.encode(request).finish()).toString('base64'), ...common(server, inFlight) })));
+  const throughput = median(checkRuns);
+  const empty = median(emptyRuns);
+  record({
+    scenario: 'gateway',
+    name: `ext_authz Check (Envoy-shaped request, allowed), ${inFlight} in flight`,
+    inFlight,
+    throughput,
+    limit: { name: 'empty unary (Health/Check), same rounds', throughput: empty, latency: emptyLatency },
+    ratio: throughput / empty,
+    latency: checkLatency,
+    notes: `h2load medians of ${checkRuns.length} alternating round(s): ${checkRuns.map(Math.round).join(', ')} Check / ${emptyRuns.map(Math.round).join(', ')} empty calls/s`,
+    display: `${Math.round(throughput)}/s (empty unary ${Math.round(empty)}/s, ratio ${(throughput / empty).toFixed(2)}); ${fmtLatency(checkLatency)}`,
+  });
+}
+
+/** HTTP/1.1 load from h2load (`--h1`): requests per second, after checking every answer was a 2xx. */
+async function h1load(url: string, headers: Record<string, string>, connections: number): Promise<number> {
+  const args = [url, '--h1', '-t', '1', '-c', String(connections), '-D', String(plan.h2loadSeconds), '--warm-up-time', String(plan.h2loadWarmup)];
+  for (const [name, value] of Object.entries(headers)) args.push('-H', `${name}: ${value}`);
+  const stdout = await new Promise<string>((resolve, reject) =>
+    execFile('h2load', args, { maxBuffer: 16 << 20 }, (error, out) => (error ? reject(error) : resolve(String(out)))),
+  );
+  const finished = /finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(stdout);
+  const codes = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(stdout);
+  const requests = /requests: \d+ total, \d+ started, (\d+) done, \d+ succeeded, (\d+) failed, (\d+) errored/.exec(stdout);
+  if (!finished || !codes || !requests) throw new Error(`could not read h2load's output:\n${stdout}`);
+  const bad = Number(codes[2]) + Number(codes[3]) + Number(codes[4]) + Number(requests[2]) + Number(requests[3]);
+  if (bad > 0 || Number(codes[1]) === 0) throw new Error(`${url} under h2load: ${codes[0]}, ${requests[2]} failed, ${requests[3]} errored`);
+  return Number(finished[1]);
+}
+
+/**
+ * Forward-auth through a real nginx (`auth_request`, the README's configuration, one worker)
+ * against Latchkey's `/forward-auth` called directly, and nginx proxying the same upstream without
+ * the check: 64 in flight each, over keep-alive HTTP/1.1 connections, in alternating rounds.
+ */
+async function forwardAuthScenario(server: BenchServer, s: Seed): Promise<void> {
+  const binary = nginxBinary();
+  if (!binary) {
+    log('forward-auth scenario skipped: nginx is not installed (apt-get install nginx-light)');
+    return;
+  }
+  const upstream = new EchoUpstream(false);
+  const nginx = new Nginx(binary);
+  try {
+    await nginx.start({ latchkey: server.httpPort, upstream: await upstream.start() }, { unprotected: true });
+    const inFlight = 64;
+    const headers = { authorization: `Bearer ${s.accessToken}` };
+    const targets = {
+      direct: `http://127.0.0.1:${server.httpPort}/forward-auth`,
+      nginx: `http://127.0.0.1:${nginx.port}/orders`,
+      open: `http://127.0.0.1:${nginx.port}/open/orders`,
+    };
+    const runs: Record<keyof typeof targets, number[]> = { direct: [], nginx: [], open: [] };
+    const order: (keyof typeof targets)[] = ['direct', 'nginx', 'open'];
+    for (let round = 0; round < plan.h2loadRounds; round++) {
+      for (const which of round % 2 === 0 ? order : [...order].reverse()) runs[which].push(await h1load(targets[which], headers, inFlight));
+    }
+    const latency = async (which: keyof typeof targets) =>
+      latencyOf(checked(`GET ${which}`, await work({ kind: 'http', url: targets[which], headers, ...common(server, inFlight) })));
+    const direct = { throughput: median(runs.direct), latency: await latency('direct') };
+    const open = { throughput: median(runs.open), latency: await latency('open') };
+    const through = { throughput: median(runs.nginx), latency: await latency('nginx') };
+    const notes = `h2load --h1 medians of ${plan.h2loadRounds} alternating round(s): direct ${runs.direct.map(Math.round).join(', ')}; through nginx ${runs.nginx.map(Math.round).join(', ')}; nginx without the check ${runs.open.map(Math.round).join(', ')} req/s`;
+    record({
+      scenario: 'gateway',
+      name: `forward-auth called directly (GET /forward-auth, HTTP/1.1 keep-alive), ${inFlight} in flight`,
+      inFlight,
+      throughput: direct.throughput,
+      latency: direct.latency,
+      notes,
+      display: `${Math.round(direct.throughput)}/s; ${fmtLatency(direct.latency)}`,
+    });
+    record({
+      scenario: 'gateway',
+      name: `forward-auth through nginx (auth_request, then a trivial upstream), ${inFlight} in flight`,
+      inFlight,
+      throughput: through.throughput,
+      latency: through.latency,
+      limit: { name: 'the same nginx and upstream without auth_request', throughput: open.throughput, latency: open.latency },
+      ratio: through.throughput / open.throughput,
+      notes,
+      display: `${Math.round(through.throughput)}/s (direct ${Math.round(direct.throughput)}/s; nginx without the check ${Math.round(open.throughput)}/s); ${fmtLatency(through.latency)}; direct p99 ${direct.latency.p99} ms, without the check p99 ${open.latency.p99} ms`,
+    });
+  } finally {
+    await nginx.stop();
+    await upstream.stop();
   }
 }
 
@@ -1204,6 +1337,8 @@ async function main(): Promise<void> {
     await measure('refresh', () => refreshScenario(running, s, target));
     await measure('login', () => loginScenario(running, s, hash));
     await measure('saturation', () => saturationScenario(running, s));
+    await measure('check', () => checkScenario(running, s, path.join(dataDir, 'request.bin')));
+    await measure('forward-auth', () => forwardAuthScenario(running, s));
     peakRss = Math.max(peakRss, await server.peakRss());
     await server.stop();
     server = undefined;

@@ -13,12 +13,18 @@ import { performance } from 'node:perf_hooks';
 import { ErrorInfo } from '../../src/generated/google/rpc/error_details.js';
 import { Status } from '../../src/generated/google/rpc/status.js';
 import { LoginRequest, LogoutRequest, RefreshTokenRequest, RefreshTokenResponse, ValidateTokenRequest } from '../../src/generated/latchkey/auth/v1/auth_service.js';
+import { CheckResponse } from '../../src/generated/envoy/service/auth/v3/external_auth.js';
+import http from 'node:http';
 import { ROTATE_SQL } from '../../src/persistence/repositories/sessions.js';
 import { connectAll, grpcFrame, type UnaryClient, type UnaryResult } from './wire.js';
 
 export type WorkerSpec =
   | (Common & { kind: 'health' })
   | (Common & { kind: 'validate'; accessToken: string; checkRevocation: boolean })
+  /** envoy.service.auth.v3.Authorization/Check with a pre-encoded CheckRequest; a call counts as OK only when the check allowed. */
+  | (Common & { kind: 'check'; requestBase64: string })
+  /** HTTP/1.1 GETs over keep-alive connections (one per call in flight), e.g. forward-auth; OK is a 200. */
+  | (Common & { kind: 'http'; url: string; headers: Record<string, string> })
   | (Common & { kind: 'login'; emails: string[]; password: string; via?: Gateway })
   /** Wrong passwords for one account from one end-user address, through a gateway; answers are tallied, not failures. */
   | (Common & { kind: 'login-flood'; email: string; via: Gateway; pauseAfterRefusalMs: number })
@@ -97,6 +103,7 @@ export const VALIDATE = '/latchkey.auth.v1.AuthService/ValidateToken';
 export const LOGIN = '/latchkey.auth.v1.AuthService/Login';
 export const REFRESH = '/latchkey.auth.v1.AuthService/RefreshToken';
 export const LOGOUT = '/latchkey.auth.v1.AuthService/Logout';
+export const CHECK = '/envoy.service.auth.v3.Authorization/Check';
 
 export function newHistogram(): hdr.Histogram {
   return hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
@@ -114,6 +121,27 @@ function stepsFor(spec: WorkerSpec): (slot: number) => Step {
     case 'validate': {
       const frame = grpcFrame(ValidateTokenRequest.encode({ accessToken: spec.accessToken, checkRevocation: spec.checkRevocation }).finish());
       return () => (client) => client.call(VALIDATE, frame);
+    }
+    case 'check': {
+      const frame = grpcFrame(Buffer.from(spec.requestBase64, 'base64'));
+      return () => async (client) => {
+        const result = await client.call(CHECK, frame);
+        if (result.code !== 0) return result;
+        // A deny is a gRPC OK too: the decision is the CheckResponse's status.
+        const decided = CheckResponse.decode(result.message).status?.code ?? -1;
+        return decided === 0 ? result : { ...result, code: decided, statusMessage: `denied (CheckResponse status ${decided})` };
+      };
+    }
+    case 'http': {
+      const agent = new http.Agent({ keepAlive: true, maxSockets: spec.concurrency });
+      return () => () =>
+        new Promise<UnaryResult>((resolve) => {
+          const request = http.get(spec.url, { agent, headers: spec.headers }, (response) => {
+            response.resume();
+            response.once('end', () => resolve({ code: response.statusCode === 200 ? 0 : (response.statusCode ?? -1), message: Buffer.alloc(0), statusMessage: `HTTP ${response.statusCode}` }));
+          });
+          request.once('error', (error) => resolve({ code: -1, message: Buffer.alloc(0), statusMessage: error.message }));
+        });
     }
     case 'login': {
       const via = spec.via;
@@ -186,7 +214,7 @@ function stepsFor(spec: WorkerSpec): (slot: number) => Step {
 let statementPool: pg.Pool | undefined;
 
 export async function runWorker(spec: WorkerSpec): Promise<WorkerResult> {
-  const clients = spec.kind === 'bcrypt' || spec.kind === 'statement' ? [] : await connectAll(spec.port, Math.max(1, spec.connections));
+  const clients = spec.kind === 'bcrypt' || spec.kind === 'statement' || spec.kind === 'http' ? [] : await connectAll(spec.port, Math.max(1, spec.connections));
   if (spec.kind === 'statement') {
     statementPool = new pg.Pool({ connectionString: spec.databaseUrl, max: spec.poolMax });
     await Promise.all(Array.from({ length: spec.poolMax }, () => statementPool!.query('select 1')));

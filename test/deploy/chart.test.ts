@@ -246,7 +246,7 @@ describe('optional resources', () => {
 
   it('each render when switched on (examples/everything.yaml), and the HPA then owns the replica count', () => {
     const objects = rendered.get('examples/everything.yaml')!;
-    for (const kind of ['HorizontalPodAutoscaler', 'PodDisruptionBudget', 'NetworkPolicy', 'ServiceMonitor', 'PrometheusRule', 'RequestAuthentication', 'CronJob', 'GRPCRoute']) {
+    for (const kind of ['HorizontalPodAutoscaler', 'PodDisruptionBudget', 'NetworkPolicy', 'ServiceMonitor', 'PrometheusRule', 'RequestAuthentication', 'PeerAuthentication', 'AuthorizationPolicy', 'CronJob', 'GRPCRoute']) {
       expect(find(objects, kind)).toHaveLength(1);
     }
     expect(find(objects, 'ConfigMap', '-dashboard')).toHaveLength(1);
@@ -281,6 +281,71 @@ describe('optional resources', () => {
       },
     ]);
     expect(requestAuthentication.spec.selector.matchLabels).toEqual({ 'latchkey.example.com/verify-tokens': 'true' });
+  });
+
+  it('Istio ext_authz: a CUSTOM AuthorizationPolicy naming the provider, for the workloads and paths of the values (examples/ext-authz.yaml)', () => {
+    const policy = one(rendered.get('examples/ext-authz.yaml')!, 'AuthorizationPolicy');
+    expect(policy.metadata).toMatchObject({ name: 'latchkey-ext-authz', namespace: 'shop' });
+    expect(policy.spec).toEqual({
+      selector: { matchLabels: { app: 'orders' } },
+      action: 'CUSTOM',
+      provider: { name: 'latchkey-ext-authz' },
+      rules: [{ to: [{ operation: { paths: ['/api/*'], notPaths: ['/api/healthz'] } }] }],
+    });
+  });
+
+  it('Istio ext_authz: without paths the policy checks every request, in the release namespace', async () => {
+    const objects = await render([...REQUIRED, '--set', 'extAuthz.authorizationPolicy.enabled=true', '--set', 'extAuthz.providerName=auth-check']);
+    expect(objects.flatMap(validateObject)).toEqual([]);
+    const policy = one(objects, 'AuthorizationPolicy');
+    expect(policy.metadata.namespace).toBe('auth');
+    expect(policy.spec).toEqual({ action: 'CUSTOM', provider: { name: 'auth-check' }, rules: [{}] });
+  });
+
+  it('Istio RequestAuthentication comes with a port-level PERMISSIVE PeerAuthentication on the HTTP container port only (istio/istio#40553)', async () => {
+    for (const name of ['examples/istio.yaml', 'examples/ext-authz.yaml', 'examples/everything.yaml']) {
+      const objects = rendered.get(name)!;
+      const deployment = one(objects, 'Deployment');
+      const httpPort = deployment.spec.template.spec.containers[0].ports.find((port: Json) => port.name === 'http').containerPort;
+      const peer = one(objects, 'PeerAuthentication');
+      expect({ name, namespace: peer.metadata.namespace, spec: peer.spec }).toEqual({
+        name,
+        namespace: 'auth',
+        spec: { selector: { matchLabels: deployment.spec.selector.matchLabels }, portLevelMtls: { [String(httpPort)]: { mode: 'PERMISSIVE' } } },
+      });
+    }
+    const off = await render(['--values', `${CHART}/examples/istio.yaml`, '--set', 'istio.requestAuthentication.permissiveHttpPort=false']);
+    expect(find(off, 'PeerAuthentication')).toEqual([]);
+    expect(find(off, 'RequestAuthentication')).toHaveLength(1);
+  });
+
+  it('NOTES.txt prints the mesh config extensionProviders entry with the Service FQDN and gRPC port', async () => {
+    const out = await check(HELM, ['install', 'latchkey', CHART, '--dry-run=client', '--namespace', 'auth', '--values', `${CHART}/examples/ext-authz.yaml`, '--set', 'service.grpcPort=9443']);
+    const notes = out.slice(out.indexOf('NOTES:'));
+    const block = /^( +)extensionProviders:\n((?:\1 .*\n)+)/m.exec(notes);
+    expect(block).not.toBeNull();
+    expect(yaml.load(`extensionProviders:\n${block![2]!.split('\n').map((line) => line.slice(block![1]!.length)).join('\n')}`)).toEqual({
+      extensionProviders: [
+        {
+          name: 'latchkey-ext-authz',
+          envoyExtAuthzGrpc: { service: 'latchkey.auth.svc.cluster.local', port: 9443, timeout: '250ms', failOpen: false, statusOnError: '503' },
+        },
+      ],
+    });
+    expect(notes).toContain('http://latchkey.auth.svc.cluster.local:8080/forward-auth');
+  });
+
+  it('values.schema.json refuses a misspelt extAuthz value and a malformed status', async () => {
+    // Each on top of a complete example, so that only the schema can be what refuses it.
+    await check(HELM, ['template', 'latchkey', CHART, '--namespace', 'auth', '--values', `${CHART}/examples/ext-authz.yaml`]);
+    for (const [args, named] of [
+      [['--set', 'extAuthz.authorizationPolicy.path={/api}'], 'path'],
+      [['--set', 'extAuthz.statusOnError=unavailable'], 'statusOnError'],
+      [['--set', 'istio.requestAuthentication.permissiveHttpPorts=false'], 'permissiveHttpPorts'],
+    ] as const) {
+      const result = await run(HELM, ['template', 'latchkey', CHART, '--namespace', 'auth', '--values', `${CHART}/examples/ext-authz.yaml`, ...args]);
+      expect({ args, code: result.code, schema: /schema/.test(result.stderr) && result.stderr.includes(named) }).toEqual({ args, code: 1, schema: true });
+    }
   });
 
   it('ServiceMonitor scrapes /metrics on the http port of the server Service', () => {
@@ -415,6 +480,25 @@ describe('the strict validator itself', () => {
     expect(validateObject(ra as K8sObject)).toEqual([
       expect.stringContaining('forwardOriginalToken: expected a boolean'),
       expect.stringContaining('jwksUrl: unknown field'),
+    ]);
+  });
+
+  it('knows the Istio AuthorizationPolicy and PeerAuthentication rules: CUSTOM needs a provider, port-level mTLS needs a selector', () => {
+    const objects = rendered.get('examples/ext-authz.yaml')!;
+    const policy = structuredClone(objects.find((object) => object.kind === 'AuthorizationPolicy')!) as Json;
+    delete policy.spec.provider;
+    policy.spec.rules[0].to[0].operation.path = ['/x'];
+    expect(validateObject(policy as K8sObject)).toEqual([
+      expect.stringContaining('operation.path: unknown field'),
+      expect.stringContaining('spec.provider.name is required for action CUSTOM'),
+    ]);
+    const peer = structuredClone(objects.find((object) => object.kind === 'PeerAuthentication')!) as Json;
+    delete peer.spec.selector;
+    peer.spec.portLevelMtls.http = { mode: 'LENIENT' };
+    expect(validateObject(peer as K8sObject)).toEqual([
+      expect.stringContaining('spec.portLevelMtls needs spec.selector'),
+      expect.stringContaining('spec.portLevelMtls: http is not a port number'),
+      expect.stringContaining('spec.portLevelMtls.http.mode: unknown mode LENIENT'),
     ]);
   });
 

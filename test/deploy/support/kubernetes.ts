@@ -14,7 +14,7 @@ import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
  *  - so every field is also looked up in @kubernetes/client-node's generated type maps, where an
  *    unknown (misspelt, misplaced or too-new) field is an error.
  * Custom resources the chart renders (ServiceMonitor, PrometheusRule, Istio RequestAuthentication,
- * Gateway API GRPCRoute)
+ * Gateway API GRPCRoute, Istio AuthorizationPolicy and PeerAuthentication)
  * are in neither package and are checked against their known shape below.
  */
 
@@ -170,7 +170,97 @@ const grpcRoute: Shape = {
     ],
   },
 };
+const workloadSelector: Shape = { matchLabels: '{ [key: string]: string; }' };
+const policyTargetRef: Shape = { group: 'string', kind: 'string', name: 'string', namespace: 'string' };
+/** security.istio.io/v1 AuthorizationPolicy, the fields of Istio's API. */
+const authorizationPolicy: Shape = {
+  apiVersion: 'string',
+  kind: 'string',
+  metadata: 'V1ObjectMeta',
+  spec: {
+    selector: workloadSelector,
+    targetRef: policyTargetRef,
+    targetRefs: [policyTargetRef],
+    action: 'string',
+    provider: { name: 'string' },
+    rules: [
+      {
+        from: [
+          {
+            source: {
+              principals: 'Array<string>',
+              notPrincipals: 'Array<string>',
+              requestPrincipals: 'Array<string>',
+              notRequestPrincipals: 'Array<string>',
+              namespaces: 'Array<string>',
+              notNamespaces: 'Array<string>',
+              ipBlocks: 'Array<string>',
+              notIpBlocks: 'Array<string>',
+              remoteIpBlocks: 'Array<string>',
+              notRemoteIpBlocks: 'Array<string>',
+              serviceAccounts: 'Array<string>',
+              notServiceAccounts: 'Array<string>',
+            },
+          },
+        ],
+        to: [
+          {
+            operation: {
+              hosts: 'Array<string>',
+              notHosts: 'Array<string>',
+              ports: 'Array<string>',
+              notPorts: 'Array<string>',
+              methods: 'Array<string>',
+              notMethods: 'Array<string>',
+              paths: 'Array<string>',
+              notPaths: 'Array<string>',
+            },
+          },
+        ],
+        when: [{ key: 'string', values: 'Array<string>', notValues: 'Array<string>' }],
+      },
+    ],
+  },
+};
+const MTLS_MODES = ['UNSET', 'DISABLE', 'PERMISSIVE', 'STRICT'];
+/** security.istio.io/v1 PeerAuthentication, the fields of Istio's API (portLevelMtls is checked in `required`). */
+const peerAuthentication: Shape = {
+  apiVersion: 'string',
+  kind: 'string',
+  metadata: 'V1ObjectMeta',
+  spec: { selector: workloadSelector, mtls: { mode: 'string' }, portLevelMtls: 'any' },
+};
+
 const custom: Record<string, { shape: Shape; required: (object: K8sObject) => string[] }> = {
+  'security.istio.io/v1/AuthorizationPolicy': {
+    shape: authorizationPolicy,
+    // Istio's validation: a known action; CUSTOM needs a provider, and only CUSTOM may name one.
+    required: (o) => {
+      const spec = (o.spec ?? {}) as { action?: string; provider?: { name?: string } };
+      const action = spec.action ?? 'ALLOW';
+      return [
+        !['ALLOW', 'DENY', 'AUDIT', 'CUSTOM'].includes(action) && `spec.action: unknown action ${action}`,
+        action === 'CUSTOM' && !spec.provider?.name && 'spec.provider.name is required for action CUSTOM',
+        action !== 'CUSTOM' && spec.provider !== undefined && 'spec.provider is only allowed with action CUSTOM',
+      ].filter((x): x is string => typeof x === 'string');
+    },
+  },
+  'security.istio.io/v1/PeerAuthentication': {
+    shape: peerAuthentication,
+    // Istio's validation: port-level settings need a workload selector; ports are numbers 1-65535.
+    required: (o) => {
+      const spec = (o.spec ?? {}) as { selector?: unknown; mtls?: { mode?: string }; portLevelMtls?: Record<string, { mode?: string }> };
+      const ports = Object.entries(spec.portLevelMtls ?? {});
+      return [
+        spec.mtls?.mode !== undefined && !MTLS_MODES.includes(spec.mtls.mode) && `spec.mtls.mode: unknown mode ${spec.mtls.mode}`,
+        ports.length > 0 && !spec.selector && 'spec.portLevelMtls needs spec.selector',
+        ...ports.flatMap(([port, setting]) => [
+          !(/^\d+$/.test(port) && Number(port) >= 1 && Number(port) <= 65535) && `spec.portLevelMtls: ${port} is not a port number`,
+          !MTLS_MODES.includes(setting?.mode ?? '') && `spec.portLevelMtls.${port}.mode: unknown mode ${setting?.mode}`,
+        ]),
+      ].filter((x): x is string => typeof x === 'string');
+    },
+  },
   'monitoring.coreos.com/v1/ServiceMonitor': {
     shape: serviceMonitor,
     required: (o) => {
