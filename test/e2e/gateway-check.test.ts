@@ -61,7 +61,12 @@ const roleRequired = {
 
 async function handled(httpPort: number, code: string): Promise<number> {
   const body = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
-  const line = new RegExp(`^latchkey_grpc_server_handled_total\\{method="${CHECK}",code="${code}"\\} (\\S+)$`, 'm').exec(body);
+  // go-grpc-prometheus shape: Go's code names (OK, Unauthenticated).
+  const goCode = code === 'OK' ? 'OK' : code.charAt(0) + code.slice(1).toLowerCase();
+  const line = new RegExp(
+    `^grpc_server_handled_total\\{grpc_type="unary",grpc_service="envoy\\.service\\.auth\\.v3\\.Authorization",grpc_method="Check",grpc_code="${goCode}"\\} (\\S+)$`,
+    'm',
+  ).exec(body);
   return line ? Number(line[1]) : 0;
 }
 
