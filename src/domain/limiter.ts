@@ -47,6 +47,7 @@ interface SourceQueue {
 export class FairLimiter {
   #active = 0;
   #queued = 0;
+  #refused = 0;
   /** Sources with waiters; Map order is the round-robin order (the one served moves to the back). */
   readonly #sources = new Map<string, SourceQueue>();
 
@@ -58,6 +59,11 @@ export class FairLimiter {
 
   get running(): number {
     return this.#active;
+  }
+
+  /** Units refused since start (the queue or the source's share was full), pushed-out ones included. */
+  get refused(): number {
+    return this.#refused;
   }
 
   get queued(): number {
@@ -117,10 +123,14 @@ export class FairLimiter {
     const own = this.#sources.get(waiter.key.source);
     const ownSize = own?.size ?? 0;
     // A share as large as the whole queue is no share: the global bound (below) decides.
-    if (ownSize >= this.perSourceQueueLimit && this.perSourceQueueLimit < this.queueLimit) throw new LimiterFullError('source');
+    if (ownSize >= this.perSourceQueueLimit && this.perSourceQueueLimit < this.queueLimit) {
+      this.#refused += 1;
+      throw new LimiterFullError('source');
+    }
     if (this.#queued >= this.queueLimit) {
       let busiest: SourceQueue | undefined;
       for (const queue of this.#sources.values()) if (!busiest || queue.size > busiest.size) busiest = queue;
+      this.#refused += 1;
       if (!busiest || busiest.size <= ownSize + 1) throw new LimiterFullError('global');
       const evicted = newestOf(busiest);
       this.#remove(evicted);

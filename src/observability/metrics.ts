@@ -17,7 +17,7 @@ export interface Metrics {
   /** Records one HTTP forward-auth answer: its status code and duration. */
   forwardAuthHandled(status: number, seconds: number): void;
   /** Exposes the password hasher's load, read at scrape time. */
-  observePasswordHashing(load: () => { running: number; queued: number }): void;
+  observePasswordHashing(load: () => { running: number; queued: number; refused: number }): void;
   /** Exposes the revocation view's state, read at scrape time. */
   observeRevocations(read: () => { lagSeconds: number; size: number; fallbacks: number }): void;
   /** Exposes admission control's state (call-scope.ts), read at scrape time. */
@@ -256,6 +256,15 @@ export function createMetrics(): Metrics {
         registers: [registry],
         collect() {
           this.set(load().queued);
+        },
+      });
+      new Counter({
+        name: 'latchkey_password_hashes_refused_total',
+        help: 'Password hashes refused a place in the queue (RESOURCE_EXHAUSTED): the queue (PASSWORD_HASH_QUEUE_LIMIT) or one source\'s share of it (PASSWORD_HASH_QUEUE_PER_SOURCE) was full. Not the per-source RATE_LIMIT_* buckets.',
+        registers: [registry],
+        collect() {
+          this.reset();
+          this.inc(load().refused);
         },
       });
     },

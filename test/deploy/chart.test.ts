@@ -399,8 +399,9 @@ describe('optional resources', () => {
     // The sweep's name is the `sweep` label, clear of the target's `job`.
     expect(byName('LatchkeySweepFailing').expr).toContain('max by (namespace, job, pod, sweep)');
     expect(byName('LatchkeySweepFailing').annotations.summary).toContain('$labels.sweep');
-    expect(byName('LatchkeyPasswordHashingSaturated').expr).toContain('rate(grpc_server_handled_total{');
-    expect(byName('LatchkeyPasswordHashingSaturated').expr).toContain('grpc_code="ResourceExhausted"');
+    // Hashes refused a place in the queue, not every RESOURCE_EXHAUSTED (the RATE_LIMIT_* buckets refuse one client).
+    expect(byName('LatchkeyPasswordHashingSaturated').expr).toContain('rate(latchkey_password_hashes_refused_total{');
+    expect(byName('LatchkeyPasswordHashingSaturated').expr).not.toContain('ResourceExhausted');
     expect(byName('LatchkeyInternalErrors').expr).toContain('grpc_code="Internal"');
     expect(byName('LatchkeyInternalErrors').expr).toContain('sum by (namespace, job, grpc_service, grpc_method)');
     expect(byName('LatchkeyShedding').expr).toContain('rate(latchkey_admission_refused_total{');

@@ -128,14 +128,18 @@ describe('promtool test rules', () => {
         ],
       },
       {
-        name: 'LatchkeyPasswordHashingSaturated fires on a queue that stays, or on RESOURCE_EXHAUSTED answers',
+        name: 'LatchkeyPasswordHashingSaturated fires on a queue that stays, or on hashes refused a place in it (not on rate-limit refusals)',
         interval: '1m',
         input_series: [
           { series: series('latchkey_password_hashes_queued', POD), values: '0x5 3x15' },
-          { series: series('grpc_server_handled_total', { ...POD, grpc_type: 'unary', ...login, grpc_code: 'ResourceExhausted' }), values: '0x20' },
+          { series: series('latchkey_password_hashes_refused_total', POD), values: '0x20' },
           { series: series('grpc_server_handled_total', { ...POD, grpc_type: 'unary', ...login, grpc_code: 'OK' }), values: '0+100x20' },
           { series: series('latchkey_password_hashes_queued', { ...POD, pod: 'p2' }), values: '0x20' },
-          { series: series('grpc_server_handled_total', { ...POD, pod: 'p2', grpc_type: 'unary', ...login, grpc_code: 'ResourceExhausted' }), values: '0x5 1+5x15' },
+          { series: series('latchkey_password_hashes_refused_total', { ...POD, pod: 'p2' }), values: '0x5 1+5x15' },
+          // A pod whose per-client buckets refuse one client (RATE_LIMITED) has no hashing trouble.
+          { series: series('latchkey_password_hashes_queued', { ...POD, pod: 'p3' }), values: '0x20' },
+          { series: series('latchkey_password_hashes_refused_total', { ...POD, pod: 'p3' }), values: '0x20' },
+          { series: series('grpc_server_handled_total', { ...POD, pod: 'p3', grpc_type: 'unary', ...login, grpc_code: 'ResourceExhausted' }), values: '0x5 1+50x15' },
         ],
         alert_rule_test: [
           { eval_time: minutes(5), alertname: 'LatchkeyPasswordHashingSaturated', exp_alerts: [] },

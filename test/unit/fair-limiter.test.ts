@@ -64,6 +64,8 @@ describe('FairLimiter', () => {
     expect(limiter.queued).toBe(3);
     // The flood cannot push itself out: it is refused.
     expect(() => limiter.acquire(key('flood'))).toThrow(expect.objectContaining({ scope: 'global' }));
+    // Both count as refused (latchkey_password_hashes_refused_total): the pushed-out one and the flood's last.
+    expect(limiter.refused).toBe(2);
     newcomer.release();
     expect(limiter.queued).toBe(2);
   });

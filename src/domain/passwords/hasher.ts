@@ -188,8 +188,8 @@ export class PasswordHasher {
   }
 
   /** Hashes in flight and waiting, for metrics. */
-  get load(): { running: number; queued: number } {
-    return { running: this.limiter.running, queued: this.limiter.queued };
+  get load(): { running: number; queued: number; refused: number } {
+    return { running: this.limiter.running, queued: this.limiter.queued, refused: this.limiter.refused };
   }
 
   /**
