@@ -5,6 +5,7 @@
  */
 import type { ServiceError } from '@grpc/grpc-js';
 import jwt from 'jsonwebtoken';
+import { withLowSSignature } from '../../src/domain/tokens/low-s.js';
 import { createPrivateKey } from 'node:crypto';
 import { startApp, type RunningApp } from '../../src/app.js';
 import { listSigningKeys, loadRefreshSecretDeriver, retireSigningKeyNow, rewrapKeys, rotateSigningKeys, rotationPolicy } from '../../src/domain/keys/key-admin.js';
@@ -148,10 +149,13 @@ describe('a retired and removed key', () => {
 
       // A token the removed key signs now (unexpired, otherwise perfect) is refused, both ways.
       const now = Math.floor(clock.ms / 1000);
-      const forged = jwt.sign(
-        { iss: config.JWT_ISSUER, aud: config.JWT_AUDIENCE, sub: after.user!.id, sid: after.sessionId, iat: now, exp: now + 600, jti: '00000000-0000-4000-8000-000000000001', roles: [], email },
-        oldKey,
-        { algorithm: 'ES256', header: { alg: 'ES256', typ: 'at+jwt', kid: oldKid } },
+      // In low-S form, as the server signs: refused for its key, not for its signature's form.
+      const forged = withLowSSignature(
+        jwt.sign(
+          { iss: config.JWT_ISSUER, aud: config.JWT_AUDIENCE, sub: after.user!.id, sid: after.sessionId, iat: now, exp: now + 600, jti: '00000000-0000-4000-8000-000000000001', roles: [], email },
+          oldKey,
+          { algorithm: 'ES256', header: { alg: 'ES256', typ: 'at+jwt', kid: oldKid } },
+        ),
       );
       expect(await validate(replica, forged)).toBe(INVALID);
       expect(await asBearer(replica, forged)).toBe(INVALID);

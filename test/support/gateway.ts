@@ -1,6 +1,7 @@
 import { credentials, type Client, type ServiceError } from '@grpc/grpc-js';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import jwt from 'jsonwebtoken';
+import { withLowSSignature } from '../../src/domain/tokens/low-s.js';
 import { AuthorizationClient, type CheckRequest, type CheckResponse } from '../../src/generated/envoy/service/auth/v3/external_auth.js';
 import { call } from './clients.js';
 
@@ -73,12 +74,14 @@ export function decision(response: CheckResponse | undefined): unknown {
 /** A token signed with a key of the attacker's own, under the server's key id. */
 export function forgedToken(payload: object, kid: string): string {
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' }) as { privateKey: KeyObject };
-  return jwt.sign(payload, privateKey, { algorithm: 'ES256', header: { alg: 'ES256', typ: 'at+jwt', kid } });
+  // Low-S, as the server signs: refused for its signature, not for its form.
+  return withLowSSignature(jwt.sign(payload, privateKey, { algorithm: 'ES256', header: { alg: 'ES256', typ: 'at+jwt', kid } }));
 }
 
 /** A token signed with the server's own key (`serverSigningKey`), with the claims given. */
 export function signedToken(payload: object, key: { kid: string; key: KeyObject }): string {
-  return jwt.sign(payload, key.key, { algorithm: 'ES256', header: { alg: 'ES256', typ: 'at+jwt', kid: key.kid } });
+  // Low-S, as the server signs (the high-S twin of a signature is refused as TOKEN_INVALID).
+  return withLowSSignature(jwt.sign(payload, key.key, { algorithm: 'ES256', header: { alg: 'ES256', typ: 'at+jwt', kid: key.kid } }));
 }
 
 /** What a forward-auth call answered: status, the headers that matter, the JSON body. */
