@@ -14,7 +14,7 @@ import { PostgresRevocationFeed, pgFeedDb } from '../../src/persistence/revocati
 import { login, register } from '../support/auth.js';
 import { authClient, call, sessionClient } from '../support/clients.js';
 import { testConfig } from '../support/config.js';
-import { createTestDatabase, query, type TestDatabase } from '../support/database.js';
+import { createTestDatabase, query, type TestDatabase, waitUntilSettled } from '../support/database.js';
 import { type Replica, startReplica, withApiKey } from '../support/replicas.js';
 import { expectStrictlyIncreasing, openRevocationStream, positionOf, readFeed, type RevocationStream } from '../support/revocation-stream.js';
 import { waitFor } from '../support/wait.js';
@@ -130,8 +130,9 @@ onPostgres('a transaction held open while later revocations commit', () => {
     expect(await live.until((m) => m.some((x) => x.inSync))).toBe(true);
     const start0 = (await readAll(ORIGIN)).last;
 
-    // Committed before the held transaction starts: readable throughout.
+    // Committed (and settled) before the held transaction starts: readable throughout.
     await revokeSession(app, early!.sessionId);
+    await waitUntilSettled(db.url, [early!.sessionId]);
 
     holder = new pg.Client({ connectionString: db.url });
     await holder.connect();
@@ -180,6 +181,7 @@ onPostgres('a transaction held open while later revocations commit', () => {
     expect(await fromMemory(held!)).toBe('SESSION_REVOKED');
 
     // Read again from the returned cursor: the held event first (its xid is the smallest), then the rest.
+    await waitUntilSettled(db.url, [held!.sessionId, s1!.sessionId, s2!.sessionId, s3!.sessionId]);
     const second = await readAll(first.last);
     expect(sessionIds(second.events)).toEqual([held!.sessionId, s1!.sessionId, s2!.sessionId, s3!.sessionId]);
     const all = [...first.events, ...second.events];

@@ -54,3 +54,24 @@ export async function query<T extends pg.QueryResultRow>(url: string, sql: strin
     await client.end();
   }
 }
+
+/**
+ * Waits until the revocation events of these sessions are settled: below the commit horizon
+ * (`pg_snapshot_xmin`), the only events ordered readers and WatchRevocations snapshots return.
+ * The horizon is the whole server's: a transaction left open by any other test file, in any
+ * database, holds it back, so a test that expects an event in an ordered read waits for this
+ * first. (The replica's own view applies unsettled events too and needs no wait.)
+ */
+export async function waitUntilSettled(url: string, sessionIds: readonly string[], timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const rows = await query<{ settled: boolean }>(
+      url,
+      'select coalesce(bool_and(xid < pg_snapshot_xmin(pg_current_snapshot())), false) and count(distinct session_id) = $2 as settled from revocation_events where session_id = any($1::uuid[])',
+      [sessionIds, new Set(sessionIds).size],
+    );
+    if (rows[0]?.settled) return;
+    if (Date.now() > deadline) throw new Error(`the revocation events of ${sessionIds.length} sessions did not settle within ${timeoutMs} ms (a transaction left open on the server?)`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
