@@ -3,6 +3,7 @@ import type { Logger } from '../observability/logger.js';
 import type { Orm } from './orm.js';
 import { executeBound, numberedPlaceholders } from './repositories/sql.js';
 import {
+  comparePositions,
   type FeedPosition,
   type RevocationEvent,
   type RevocationFeedFollower,
@@ -176,6 +177,8 @@ export interface FollowerOptions {
 export class RevocationFollower implements RevocationFeedFollower {
   #client: FeedConnection | undefined;
   #position: FeedPosition | undefined;
+  /** The furthest event read, settled or not. */
+  #visible: FeedPosition | undefined;
   #lastReadAt: number | undefined;
   #reading: Promise<void> | undefined;
   #again = false;
@@ -218,9 +221,9 @@ export class RevocationFollower implements RevocationFeedFollower {
     this.#drop();
   }
 
-  subscribe(listener: (event: RevocationEvent) => void): { position: FeedPosition | undefined; unsubscribe(): void } {
+  subscribe(listener: (event: RevocationEvent) => void): { position: FeedPosition | undefined; visible?: FeedPosition; unsubscribe(): void } {
     this.#listeners.add(listener);
-    return { position: this.#position, unsubscribe: () => this.#listeners.delete(listener) };
+    return { position: this.#position, visible: this.#visible, unsubscribe: () => this.#listeners.delete(listener) };
   }
 
   /** Reads now (coalesced with a read in progress, which is then followed by another). */
@@ -302,6 +305,7 @@ export class RevocationFollower implements RevocationFeedFollower {
       for (const row of rows) {
         const event = toEvent(row);
         this.sink.apply(event);
+        if (this.#visible === undefined || comparePositions(event.position, this.#visible) > 0) this.#visible = event.position;
         if (settledPrefix && row.settled) {
           this.#position = event.position;
           for (const listener of this.#listeners) listener(event);

@@ -18,7 +18,7 @@ import {
 import { type AuthServer, login, ManualClock, register, startAuthServer } from '../support/auth.js';
 import { Children, within } from '../support/children.js';
 import { call, errorDetails, sessionClient } from '../support/clients.js';
-import { createTestDatabase, query, type TestDatabase, waitUntilSettled } from '../support/database.js';
+import { createTestDatabase, query, type TestDatabase, waitUntilFeedSettled } from '../support/database.js';
 import { watchHealth } from '../support/probes.js';
 import { processEnv } from '../support/process-env.js';
 import { grpcFrame } from '../support/raw-grpc.js';
@@ -232,12 +232,11 @@ describe('WatchRevocations', () => {
 
   it('from no cursor: every relevant event, then the in_sync marker, then live events, each with its cursor', async () => {
     await insertEvents(url, 1, '2 days'); // long past any access token's lifetime: not part of the snapshot
+    // Settled before the watch starts (an unsettled one would come live, ahead of the marker).
+    await waitUntilFeedSettled(url);
     const alice = await signedIn();
     const bob = await signedIn(['admin', 'support']);
     await revokeSession(alice.login.sessionId);
-    // The snapshot holds settled events (see waitUntilSettled): a transaction another test file
-    // left open on the server must not decide what this one sees.
-    await waitUntilSettled(url, [alice.login.sessionId]);
 
     const watcher = openWatch(port);
     expect(await watcher.until((m) => m.some((x) => x.inSync))).toBe(true);

@@ -165,9 +165,12 @@ onPostgres('a transaction held open while later revocations commit', () => {
     expect(sessionIds(first.events)).toEqual([early!.sessionId]);
     expect(first.complete).toBe(true);
     for (const event of first.events) expect(event.position.xid < BigInt(heldXid)).toBe(true);
-    // So does a stream started now from the same cursor: the marker comes right after that event.
+    // So does a stream started now from the same cursor: it sends that event, but holds its marker
+    // back, because its replica has seen later events committed (s1–s3) that cannot be sent in order
+    // yet: "in sync" means every event committed before the stream started was sent.
     const fromCursor = watch(app, encode(start0));
-    expect(await fromCursor.until((m) => m.some((x) => x.inSync))).toBe(true);
+    expect(await fromCursor.until((m) => m.some((x) => x.event?.sessionId === early!.sessionId))).toBe(true);
+    expect(await fromCursor.until((m) => m.some((x) => x.inSync), 1_000)).toBe(false);
     expect(fromCursor.events().map((e) => e.sessionId)).toEqual([early!.sessionId]);
     // …and the live stream, fed by the follower that has read them all, got the earlier event
     // and none of the later ones (they sort after the held transaction's position).
@@ -179,6 +182,10 @@ onPostgres('a transaction held open while later revocations commit', () => {
     holder = undefined;
     await waitFor(() => fromMemory(held!), (r) => r === 'SESSION_REVOKED');
     expect(await fromMemory(held!)).toBe('SESSION_REVOKED');
+    // Now the held-back marker: after every event committed before that stream started, in order.
+    expect(await fromCursor.until((m) => m.some((x) => x.inSync))).toBe(true);
+    const beforeMarker = fromCursor.messages.slice(0, fromCursor.messages.findIndex((m) => m.inSync));
+    expect(beforeMarker.map((m) => m.event?.sessionId)).toEqual([early!.sessionId, held!.sessionId, s1!.sessionId, s2!.sessionId, s3!.sessionId]);
 
     // Read again from the returned cursor: the held event first (its xid is the smallest), then the rest.
     await waitUntilSettled(db.url, [held!.sessionId, s1!.sessionId, s2!.sessionId, s3!.sessionId]);

@@ -75,3 +75,14 @@ export async function waitUntilSettled(url: string, sessionIds: readonly string[
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
+
+/** Waits until every event in the feed is settled (see waitUntilSettled). */
+export async function waitUntilFeedSettled(url: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const rows = await query<{ settled: boolean }>(url, 'select coalesce(bool_and(xid < pg_snapshot_xmin(pg_current_snapshot())), true) as settled from revocation_events');
+    if (rows[0]?.settled) return;
+    if (Date.now() > deadline) throw new Error(`the revocation feed did not settle within ${timeoutMs} ms (a transaction left open on the server?)`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

@@ -59,9 +59,16 @@ class FakeFeed implements RevocationFeedFollower {
     return this.delivered === 0 ? undefined : this.committed[this.delivered - 1]!.position;
   }
 
+  /**
+   * Committed events behind a transaction still open on the server: the follower has seen them
+   * (`visible`) but neither delivers them nor lets ordered reads return them yet.
+   */
+  unsettled = 0;
+
   subscribe(listener: (event: RevocationEvent) => void) {
     this.listeners.add(listener);
-    return { position: this.position, unsubscribe: () => this.listeners.delete(listener) };
+    const visible = this.unsettled > 0 ? this.committed[this.delivered + this.unsettled - 1]!.position : undefined;
+    return { position: this.position, visible, unsubscribe: () => this.listeners.delete(listener) };
   }
 
   readonly reader: WatchFeedReader = {
@@ -70,7 +77,7 @@ class FakeFeed implements RevocationFeedFollower {
       await Promise.resolve();
       this.duringRead?.();
       // The reader sees what is committed when its statement runs (after the hook).
-      const matching = this.committed.filter((event) =>
+      const matching = this.committed.slice(0, this.committed.length - this.unsettled).filter((event) =>
         options.after ? comparePositions(event.position, options.after) > 0 : event.occurredAt >= (options.since ?? new Date(0)),
       );
       return { events: matching.slice(0, options.limit), complete: matching.length <= options.limit };
@@ -333,6 +340,32 @@ describe('RevocationWatch and its consumer', () => {
     expect((failed as Error).message).toMatch(/more than 5 events behind.*cursor of the last message/);
     await expect(watch.next()).rejects.toBe(failed);
     expect(feed.listeners.size).toBe(0); // unsubscribed: nothing more is held
+  });
+
+  it('holds the marker back until the events the follower had seen committed, but not yet settled, are delivered; they go out first', async () => {
+    const feed = new FakeFeed();
+    feed.commit(3);
+    feed.follow();
+    // Two more commit behind a transaction that is still open somewhere on the server.
+    feed.commit(2);
+    feed.unsettled = 2;
+    const watch = watchOf(feed);
+    expect(ids(await take(watch, 3))).toEqual([1n, 2n, 3n]);
+    let marker: WatchMessage[] | undefined;
+    const waiting = untilInSync(watch).then((messages) => (marker = messages));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(marker).toBeUndefined();
+    // The transaction ends: ordered reads and the follower reach them.
+    feed.unsettled = 0;
+    feed.follow();
+    await waiting;
+    expect(ids(marker!)).toEqual([4n, 5n, 'in_sync']);
+    expect(marker!.at(-1)!.cursor).toBe(cursorOf(feed.committed[4]!));
+    // And live from there, once each.
+    feed.commit(1);
+    feed.follow();
+    expect(ids(await take(watch, 1))).toEqual([6n]);
+    watch.close();
   });
 
   it('close() unsubscribes and ends a pending next()', async () => {

@@ -69,5 +69,15 @@ export interface RevocationFeedFollower {
    * order, until the returned function is called. Returns that starting position too (undefined
    * before the follower has read anything).
    */
-  subscribe(listener: (event: RevocationEvent) => void): { position: FeedPosition | undefined; unsubscribe(): void };
+  subscribe(listener: (event: RevocationEvent) => void): {
+    position: FeedPosition | undefined;
+    /**
+     * The furthest event the follower has seen committed, settled or not (at or after `position`
+     * when defined): events up to it are delivered once no unfinished transaction can precede them.
+     */
+    visible?: FeedPosition;
+    unsubscribe(): void;
+  };
+  /** The last position delivered to subscribers (undefined before the first read). */
+  readonly position: FeedPosition | undefined;
 }

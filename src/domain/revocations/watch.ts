@@ -66,7 +66,12 @@ export function parseSinceCursor(cursor: string): FeedPosition | undefined {
  *
  * The marker is sent whether or not the watch started from a cursor: it always means "everything
  * up to now has been sent", which is what a client needs to know, and one rule is simpler for
- * clients than two. Its cursor is the furthest position the catch-up covered.
+ * clients than two. Its cursor is the furthest position the catch-up covered. "Up to now" means
+ * every event the follower had seen committed when the watch started (`visible`), settled or not:
+ * an event a still-open transaction could precede (any transaction on the server, in any database:
+ * the commit horizon is the server's) is only readable in order once that transaction ends, so the
+ * marker waits for the follower to deliver it, and the events the follower delivers meanwhile go
+ * out ahead of the marker, in order.
  *
  * Once live, events the consumer has not taken are held up to `bufferLimit`; beyond it the watch
  * fails (`failed` rejects) with OVERLOADED: the consumer resumes from its last cursor, and its
@@ -94,6 +99,8 @@ export class RevocationWatch {
   #ready: WatchMessage[] = [];
   /** During the catch-up: live events waiting for it to end. */
   #live: RevocationEvent[] = [];
+  /** The furthest event the follower had seen committed at the start: the marker waits until it is delivered. */
+  #awaiting: FeedPosition | undefined;
   /** The catch-up has read everything up to `target` (reset when `target` moves). */
   #complete = false;
   /** How many times live events were dropped to the database: a read that overlapped a drop may not cover them. */
@@ -113,6 +120,7 @@ export class RevocationWatch {
     const subscription = options.follower.subscribe((event) => this.#onLive(event));
     this.#unsubscribe = subscription.unsubscribe;
     this.#target = subscription.position;
+    if (subscription.visible !== undefined && after(subscription.visible, subscription.position)) this.#awaiting = subscription.visible;
   }
 
   /** The next message; waits for one while live. Rejects with CURSOR_EXPIRED, OVERLOADED or a read error. */
@@ -154,6 +162,8 @@ export class RevocationWatch {
         this.#complete = false;
         this.#drops += 1;
       }
+      // A catch-up waiting for the follower to deliver what it had seen (see #catchUp).
+      this.#wake?.();
       return;
     }
     this.#queue(event);
@@ -187,7 +197,22 @@ export class RevocationWatch {
       // wait behind other live events (the buffer limit counts the consumer's lag, not a page).
       if (!this.#complete || this.#ready.length > 0 || this.#phase === 'closed') return;
     }
-    let through = max(this.#read, this.#target);
+    if (this.#awaiting !== undefined) {
+      const followed = this.#options.follower.position;
+      if (followed === undefined || comparePositions(followed, this.#awaiting) < 0) {
+        // Not settled yet: send what the follower has delivered so far, or wait for more.
+        this.#queueHeld();
+        if (this.#ready.length > 0) return;
+        await new Promise<void>((resolve) => (this.#wake = resolve));
+        this.#wake = undefined;
+        return;
+      }
+      this.#awaiting = undefined;
+      // Every event up to it was delivered live (the follower delivers before it moves on).
+      this.#queueHeld();
+      if (this.#ready.length > 0) return;
+    }
+    let through = max(max(this.#read, this.#target), this.#queuedUpTo);
     if (through === undefined) {
       // Nothing read and a follower that has read nothing: the feed is empty as far as anyone
       // knows. Resuming from the sweep's horizon (or the origin) is never expired and skips nothing.
@@ -197,6 +222,11 @@ export class RevocationWatch {
     this.#ready.push({ kind: 'in_sync', cursor: encodeCursor(through) });
     this.#queuedUpTo = max(this.#queuedUpTo, through);
     this.#phase = 'live';
+    this.#queueHeld();
+  }
+
+  /** Queues the live events held during the catch-up (those not already sent), in order. */
+  #queueHeld(): void {
     const held = this.#live;
     this.#live = [];
     for (const event of held) {
