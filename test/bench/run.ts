@@ -556,8 +556,10 @@ async function loginScenario(server: BenchServer, s: Seed, hash: string): Promis
  * under UNAUTHENTICATED).
  */
 async function checkScenario(server: BenchServer, s: Seed, dataFile: string): Promise<void> {
+  // A session of its own: the login scenarios before it evict the seeded ones (MAX_SESSIONS_PER_USER).
+  const { accessToken } = (await newSessions(server, [s.emails[0]!], 1))[0]!;
   const request = envoyCheckRequest({
-    authorization: `Bearer ${s.accessToken}`,
+    authorization: `Bearer ${accessToken}`,
     accept: 'application/json',
     'accept-encoding': 'gzip, br',
     'content-length': '0',
@@ -636,7 +638,9 @@ async function forwardAuthScenario(server: BenchServer, s: Seed): Promise<void> 
   try {
     await nginx.start({ latchkey: server.httpPort, upstream: await upstream.start() }, { unprotected: true });
     const inFlight = 64;
-    const headers = { authorization: `Bearer ${s.accessToken}` };
+    // A session of its own: the login scenarios before it evict the seeded ones (MAX_SESSIONS_PER_USER).
+    const { accessToken } = (await newSessions(server, [s.emails[0]!], 1))[0]!;
+    const headers = { authorization: `Bearer ${accessToken}` };
     const targets = {
       direct: `http://127.0.0.1:${server.httpPort}/forward-auth`,
       nginx: `http://127.0.0.1:${nginx.port}/orders`,
