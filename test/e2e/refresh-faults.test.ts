@@ -63,7 +63,18 @@ async function outageAndRecovery(): Promise<void> {
   await waitFor(() => healthStatus(app.grpcPort), (s) => s === 'SERVING');
 }
 
-it('a rotation that committed but whose response was lost: the retry gets the very token that was stored', async () => {
+/**
+ * PostgreSQL only: on the embedded database every statement shares one connection, so a
+ * background statement (the 100 ms health ping, the feed's and the key ring's polls) whose answer
+ * the proxy holds first keeps the UPDATE from being sent at all, and which one goes first is a race.
+ * That case, a rotation that never reached the database, is the next test's.
+ */
+const onPostgres = process.env.TEST_DATABASE_URL ? it : it.skip;
+
+// A test that fails half-way must not leave the next one behind a frozen proxy.
+afterEach(() => proxy.thaw());
+
+onPostgres('a rotation that committed but whose response was lost: the retry gets the very token that was stored', async () => {
   await register(client, 'lost-response@example.com');
   const signedIn = await login(client, 'lost-response@example.com');
 
