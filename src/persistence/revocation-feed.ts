@@ -10,6 +10,7 @@ import {
   type RevocationFeedReader,
 } from '../domain/revocations/events.js';
 import type { RevocationReason } from '../domain/sessions/revocation.js';
+import { CoalescedRun } from '../runtime/coalesced.js';
 
 /** The channel the feed's trigger notifies at each commit that appended events. */
 export const REVOCATION_CHANNEL = 'latchkey_revocations';
@@ -180,8 +181,7 @@ export class RevocationFollower implements RevocationFeedFollower {
   /** The furthest event read, settled or not. */
   #visible: FeedPosition | undefined;
   #lastReadAt: number | undefined;
-  #reading: Promise<void> | undefined;
-  #again = false;
+  readonly #runs = new CoalescedRun(() => this.#read(), () => this.#stopped);
   #stopped = false;
   #timer: NodeJS.Timeout | undefined;
   #connecting: Promise<void> | undefined;
@@ -217,7 +217,7 @@ export class RevocationFollower implements RevocationFeedFollower {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
-    await this.#reading?.catch(() => undefined);
+    await this.#runs.running?.catch(() => undefined);
     this.#drop();
   }
 
@@ -228,21 +228,7 @@ export class RevocationFollower implements RevocationFeedFollower {
 
   /** Reads now (coalesced with a read in progress, which is then followed by another). */
   refresh(): Promise<void> {
-    if (this.#reading) {
-      this.#again = true;
-      return this.#reading;
-    }
-    this.#reading = (async () => {
-      try {
-        do {
-          this.#again = false;
-          await this.#read();
-        } while (this.#again && !this.#stopped);
-      } finally {
-        this.#reading = undefined;
-      }
-    })();
-    return this.#reading;
+    return this.#runs.request();
   }
 
   #schedule(): void {

@@ -3,6 +3,7 @@ import { Gauge, type Registry } from 'prom-client';
 import type { Logger } from '../../observability/logger.js';
 import { signingKeys } from '../../persistence/repositories/signing-keys.js';
 import type { KeyRing } from './key-ring.js';
+import { CoalescedRun } from '../../runtime/coalesced.js';
 
 /** The channel the `signing_keys` trigger notifies at each commit that changed keys. */
 export const SIGNING_KEYS_CHANNEL = 'latchkey_signing_keys';
@@ -30,8 +31,7 @@ export interface KeyRingFollowerOptions {
  */
 export class KeyRingFollower {
   #timer: NodeJS.Timeout | undefined;
-  #reading: Promise<void> | undefined;
-  #again = false;
+  readonly #runs = new CoalescedRun(() => this.#reload(), () => this.#stopped);
   #stopped = false;
   #lastReload = Date.now();
   #lastFingerprint: string | undefined;
@@ -54,27 +54,13 @@ export class KeyRingFollower {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
-    await this.#reading?.catch(() => undefined);
+    await this.#runs.running?.catch(() => undefined);
   }
 
   /** Keys changed somewhere (a notification): reload now, coalesced with a reload in progress. */
   changed(): Promise<void> {
     if (this.#stopped) return Promise.resolve();
-    if (this.#reading) {
-      this.#again = true;
-      return this.#reading;
-    }
-    this.#reading = (async () => {
-      try {
-        do {
-          this.#again = false;
-          await this.#reload();
-        } while (this.#again && !this.#stopped);
-      } finally {
-        this.#reading = undefined;
-      }
-    })();
-    return this.#reading;
+    return this.#runs.request();
   }
 
   async #reload(): Promise<void> {
