@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { healthcheck } from './cli/healthcheck.js';
+import { keysArguments } from './cli/keys-args.js';
 import { startApp, type RunningApp } from './app.js';
 import { ConfigError, loadConfig } from './config/load.js';
 import { renderConfigTable } from './config/docs.js';
@@ -244,10 +245,12 @@ async function keysCommand(config: Config, logger: Logger, args: string[], now: 
 
 async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'healthcheck') return healthcheckCommand(argv.slice(1));
+  // A key id may begin with '-': `keys` reads its own arguments (keysArguments).
+  const keys = argv[0] === 'keys' ? keysArguments(argv.slice(1)) : undefined;
   const { positionals, values } = parseArgs({
-    args: argv,
+    args: keys ? ['keys'] : argv,
     allowPositionals: true,
-    options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' }, now: { type: 'boolean' } },
+    options: { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' } },
     strict: false,
   });
   const command = positionals[0] ?? 'serve';
@@ -263,8 +266,8 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${renderConfigTable()}\n`);
     return 0;
   }
-  if (command === 'keys' && !KEY_COMMANDS.includes(positionals[1] ?? '')) {
-    process.stderr.write(`latchkey: unknown keys command '${positionals[1] ?? ''}'\n\n${USAGE}\n`);
+  if (keys && !KEY_COMMANDS.includes(keys.args[0] ?? '')) {
+    process.stderr.write(`latchkey: unknown keys command '${keys.args[0] ?? ''}'\n\n${USAGE}\n`);
     return 64;
   }
   if (command !== 'serve' && command !== 'migrate' && command !== 'sweep' && command !== 'keys') {
@@ -292,7 +295,7 @@ async function main(argv: string[]): Promise<number> {
       return -1;
     }
     if (command === 'sweep') return await sweepCommand(config, logger);
-    if (command === 'keys') return await keysCommand(config, logger, positionals.slice(1), values.now === true);
+    if (keys) return await keysCommand(config, logger, keys.args, keys.now);
     await migrate(config, logger);
     return 0;
   } catch (error) {
